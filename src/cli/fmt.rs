@@ -1,0 +1,97 @@
+//! `stackc fmt`: canonical formatting that keeps comments.
+//!
+//! Formatting is the `kdl` crate's, which keeps comments and normalises
+//! indentation and spacing. Files are replaced atomically.
+
+use std::path::{Path, PathBuf};
+
+use super::Ui;
+use crate::diag::Diagnostics;
+use crate::source::SourceMap;
+
+/// The formatted text of a document, or the syntax diagnostics.
+pub fn format_text(name: &str, text: &str) -> Result<String, (SourceMap, Diagnostics)> {
+    match kdl::KdlDocument::parse_v2(text) {
+        Ok(mut doc) => {
+            doc.autoformat();
+            let mut out = doc.to_string();
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            Ok(out)
+        }
+        Err(_) => {
+            let loaded = crate::parse::load_str(name, text, Path::new("."), None);
+            let mut diags = Diagnostics::new();
+            for d in loaded
+                .diags
+                .iter()
+                .filter(|d| d.code == crate::diag::Code::Syntax)
+            {
+                diags.push(d.clone());
+            }
+            Err((loaded.sources, diags))
+        }
+    }
+}
+
+pub fn run(ui: &Ui, files: &[PathBuf], check: bool) -> u8 {
+    let default = [PathBuf::from("stack.kdl")];
+    let files = if files.is_empty() {
+        &default[..]
+    } else {
+        files
+    };
+    let mut failed = false;
+    for path in files {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!(
+                    "error[stackc::missing-file]: cannot read {}: {e}",
+                    path.display()
+                );
+                failed = true;
+                continue;
+            }
+        };
+        let name = path.display().to_string();
+        match format_text(&name, &text) {
+            Ok(formatted) if formatted == text => {}
+            Ok(formatted) => {
+                if check {
+                    println!("would reformat {name}");
+                    failed = true;
+                } else if let Err(e) = write_atomic(path, formatted.as_bytes()) {
+                    eprintln!("error: cannot write {name}: {e}");
+                    failed = true;
+                } else {
+                    println!("formatted {name}");
+                }
+            }
+            Err((sources, diags)) => {
+                eprint!("{}", crate::diag::render(&diags, &sources, ui.color));
+                failed = true;
+            }
+        }
+    }
+    u8::from(failed)
+}
+
+/// Write to a temporary file in the same directory, then rename over the
+/// target, so a crash never leaves a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
+    }
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Command line: argument definitions and one file per subcommand. Every
+//! command returns an exit code; errors are printed where they happen.
+//!
+//! Exit codes: 0 success, 1 errors (bad input, failed checks, usage),
+//! 130 interrupted. Later commands add 2 for "changes present".
+
+mod check;
+mod explain;
+mod fmt;
+mod graph;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stackc",
+    version,
+    about = "Compile one KDL topology into compose, nginx, Prometheus and Kubernetes artifacts"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// When to colour diagnostics.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Options shared by every command that reads a topology.
+#[derive(Args, Debug, Clone)]
+pub struct Input {
+    /// Topology file [default: stack.kdl in the current directory]
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Environment whose overrides to apply (an `env` block of the topology)
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+}
+
+impl Input {
+    pub fn path(&self) -> PathBuf {
+        self.file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("stack.kdl"))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check a topology and report every problem at once
+    Check {
+        #[command(flatten)]
+        input: Input,
+        /// Print the result as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the dependency graph and deploy phases
+    Graph {
+        #[command(flatten)]
+        input: Input,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+        /// Print the graph as JSON on stdout (same as --format json)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Format topology files canonically, keeping comments
+    Fmt {
+        /// Files to format [default: stack.kdl]
+        files: Vec<PathBuf>,
+        /// Do not write; exit 1 if a file is not formatted
+        #[arg(long)]
+        check: bool,
+    },
+    /// Explain a diagnostic code, e.g. `stackc explain unknown-property`
+    Explain {
+        /// The code, with or without the `stackc::` prefix; omit to list all
+        code: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum GraphFormat {
+    Text,
+    Dot,
+    Mermaid,
+    Json,
+}
+
+/// Settings every command needs to print.
+pub struct Ui {
+    pub color: bool,
+}
+
+impl Ui {
+    fn new(color: Color) -> Ui {
+        let color = match color {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+            }
+        };
+        Ui { color }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // Usage errors exit 1, like every other error: 2 is reserved
+            // for "changes present" in plan and diff.
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    ExitCode::from(run(cli))
+}
+
+pub fn run(cli: Cli) -> u8 {
+    let ui = Ui::new(cli.color);
+    match cli.command {
+        Command::Check { input, json } => check::run(&ui, &input, json),
+        Command::Graph {
+            input,
+            format,
+            json,
+        } => graph::run(&ui, &input, if json { GraphFormat::Json } else { format }),
+        Command::Fmt { files, check } => fmt::run(&ui, &files, check),
+        Command::Explain { code } => explain::run(code.as_deref()),
+    }
+}
+
+/// Print diagnostics to stderr.
+pub fn print_diags(ui: &Ui, checked: &crate::Checked) {
+    if !checked.diags.is_empty() {
+        eprint!(
+            "{}",
+            crate::diag::render(&checked.diags, &checked.sources, ui.color)
+        );
+    }
+}

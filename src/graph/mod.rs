@@ -1,0 +1,310 @@
+//! Graph stage: the dependency graph of a checked topology, its deploy
+//! phases and its critical path. Input: [`Topology`]; output: [`Graph`] and
+//! diagnostics for cycles and for an explicit phase list that disagrees.
+
+mod phases;
+mod render;
+
+pub use render::{to_dot, to_json, to_mermaid, to_text};
+
+use std::collections::HashMap;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::diag::{Code, Diagnostic, Diagnostics};
+use crate::model::{Condition, Topology};
+use crate::source::Span;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Service,
+    Balancer,
+    Monitoring,
+}
+
+/// A vertex: something that runs and can be waited for.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Component {
+    pub name: String,
+    pub kind: Kind,
+    pub tier: Option<String>,
+    /// Estimated seconds from start to healthy (health start period plus
+    /// one interval; one second without a health check).
+    pub ready_secs: f64,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+/// `from` needs `to` (`from` depends on `to`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Edge {
+    pub from: usize,
+    pub to: usize,
+    pub condition: Condition,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub members: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Graph {
+    pub components: Vec<Component>,
+    pub edges: Vec<Edge>,
+    pub phases: Vec<Phase>,
+    /// Whether the phases were written in the topology or derived.
+    pub explicit_phases: bool,
+    pub critical_path: Vec<usize>,
+    pub critical_secs: f64,
+}
+
+impl Graph {
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.components.iter().position(|c| c.name == name)
+    }
+
+    /// The phase each component belongs to.
+    pub fn phase_of(&self) -> Vec<usize> {
+        let mut of = vec![0; self.components.len()];
+        for (i, p) in self.phases.iter().enumerate() {
+            for &m in &p.members {
+                of[m] = i;
+            }
+        }
+        of
+    }
+}
+
+/// Build the graph. Unknown references were reported by validation and are
+/// skipped here; a cycle or a phase disagreement is reported and yields no
+/// graph.
+pub fn resolve(t: &Topology) -> (Option<Graph>, Diagnostics) {
+    let mut diags = Diagnostics::new();
+    let mut components = Vec::with_capacity(t.services.len() + t.balancers.len() + 2);
+    for s in &t.services {
+        let ready = s.health.as_ref().map_or(1.0, |h| {
+            h.start_period.as_ref().map_or(0.0, |p| p.as_secs_f64()) + h.interval.as_secs_f64()
+        });
+        components.push(Component {
+            name: s.name.value.clone(),
+            kind: Kind::Service,
+            tier: s.tier.as_ref().map(|t| t.value.clone()),
+            ready_secs: ready,
+            span: s.name.span,
+        });
+    }
+    for b in &t.balancers {
+        components.push(Component {
+            name: b.name.value.clone(),
+            kind: Kind::Balancer,
+            tier: b.tier.as_ref().map(|t| t.value.clone()),
+            ready_secs: 1.0,
+            span: b.name.span,
+        });
+    }
+    if let Some(m) = &t.monitoring {
+        let tier = m.tier.as_ref().map(|t| t.value.clone());
+        components.push(Component {
+            name: "prometheus".into(),
+            kind: Kind::Monitoring,
+            tier: tier.clone(),
+            ready_secs: 5.0,
+            span: m.prometheus.span,
+        });
+        if let Some(g) = &m.grafana {
+            components.push(Component {
+                name: "grafana".into(),
+                kind: Kind::Monitoring,
+                tier,
+                ready_secs: 5.0,
+                span: g.span,
+            });
+        }
+    }
+    let by_name: HashMap<&str, usize> = components
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    let mut edges = Vec::new();
+    for (i, s) in t.services.iter().enumerate() {
+        for d in &s.depends_on {
+            if let Some(&j) = by_name.get(d.service.value.as_str()) {
+                edges.push(Edge {
+                    from: i,
+                    to: j,
+                    condition: d.condition,
+                    span: d.service.span,
+                });
+            }
+        }
+    }
+    for (k, b) in t.balancers.iter().enumerate() {
+        let from = t.services.len() + k;
+        let mut seen = Vec::new();
+        for r in &b.routes {
+            if let Some(&j) = by_name.get(r.to.value.as_str())
+                && !seen.contains(&j)
+            {
+                seen.push(j);
+                edges.push(Edge {
+                    from,
+                    to: j,
+                    condition: Condition::Healthy,
+                    span: r.to.span,
+                });
+            }
+        }
+    }
+    if let (Some(&g), Some(&p)) = (by_name.get("grafana"), by_name.get("prometheus"))
+        && components[g].kind == Kind::Monitoring
+    {
+        edges.push(Edge {
+            from: g,
+            to: p,
+            condition: Condition::Started,
+            span: components[g].span,
+        });
+    }
+
+    let mut pg: DiGraph<usize, usize> = DiGraph::with_capacity(components.len(), edges.len());
+    let idx: Vec<NodeIndex> = (0..components.len()).map(|i| pg.add_node(i)).collect();
+    for (e, edge) in edges.iter().enumerate() {
+        pg.add_edge(idx[edge.from], idx[edge.to], e);
+    }
+    if report_cycles(&pg, &components, &edges, &mut diags) {
+        return (None, diags);
+    }
+    // Reverse topological order: dependencies before dependents.
+    let order: Vec<usize> = match petgraph::algo::toposort(&pg, None) {
+        Ok(o) => o.into_iter().rev().map(|n| pg[n]).collect(),
+        Err(_) => return (None, diags),
+    };
+
+    let (phases, explicit) = match &t.phases {
+        Some(list) => match phases::explicit(t, list, &components, &edges, &mut diags) {
+            Some(p) => (p, true),
+            None => return (None, diags),
+        },
+        None => (phases::derived(&components, &edges, &order), false),
+    };
+    let (critical_path, critical_secs) = critical_path(&components, &edges, &order);
+    (
+        Some(Graph {
+            components,
+            edges,
+            phases,
+            explicit_phases: explicit,
+            critical_path,
+            critical_secs,
+        }),
+        diags,
+    )
+}
+
+/// Report every strongly connected component as one cycle, listed in order.
+fn report_cycles(
+    pg: &DiGraph<usize, usize>,
+    comps: &[Component],
+    edges: &[Edge],
+    out: &mut Diagnostics,
+) -> bool {
+    let mut found = false;
+    for scc in petgraph::algo::tarjan_scc(pg) {
+        let self_loop = scc.len() == 1 && pg.find_edge(scc[0], scc[0]).is_some();
+        if scc.len() < 2 && !self_loop {
+            continue;
+        }
+        found = true;
+        // Walk the cycle from the member declared first, along edges that
+        // stay inside the component.
+        let members: Vec<NodeIndex> = scc.clone();
+        let start = *members.iter().min_by_key(|n| pg[**n]).expect("non-empty");
+        let mut path = vec![start];
+        let mut cur = start;
+        let mut path_edges = Vec::new();
+        loop {
+            let next = pg
+                .edges(cur)
+                .filter(|e| members.contains(&petgraph::visit::EdgeRef::target(e)))
+                .min_by_key(|e| {
+                    let t = petgraph::visit::EdgeRef::target(e);
+                    (t != start, path.contains(&t), pg[t])
+                })
+                .expect("a node in a cycle has an edge inside it");
+            let target = petgraph::visit::EdgeRef::target(&next);
+            path_edges.push(*next.weight());
+            if target == start || path.contains(&target) {
+                if target != start {
+                    // Trim the lead-in so the path is the cycle itself.
+                    let pos = path.iter().position(|n| *n == target).expect("present");
+                    path.drain(..pos);
+                    path_edges.drain(..pos);
+                }
+                path.push(target);
+                break;
+            }
+            path.push(target);
+            cur = target;
+        }
+        let names: Vec<&str> = path.iter().map(|n| comps[pg[*n]].name.as_str()).collect();
+        let first = &edges[path_edges[0]];
+        let mut d = Diagnostic::error(
+            Code::DependencyCycle,
+            format!("dependency cycle: {}", names.join(" -> ")),
+        )
+        .at(
+            first.span,
+            format!(
+                "`{}` depends on `{}`",
+                comps[first.from].name, comps[first.to].name
+            ),
+        );
+        for &e in &path_edges[1..] {
+            let e = &edges[e];
+            d = d.also(
+                e.span,
+                format!("`{}` depends on `{}`", comps[e.from].name, comps[e.to].name),
+            );
+        }
+        out.push(d.help("no start order exists; remove one of these dependencies"));
+    }
+    found
+}
+
+/// The chain of dependencies with the largest total time to healthy.
+fn critical_path(comps: &[Component], edges: &[Edge], order: &[usize]) -> (Vec<usize>, f64) {
+    let n = comps.len();
+    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for e in edges {
+        deps[e.from].push(e.to);
+    }
+    let mut best = vec![0.0f64; n];
+    let mut prev: Vec<Option<usize>> = vec![None; n];
+    for &v in order {
+        let mut b = 0.0;
+        for &d in &deps[v] {
+            if best[d] > b || (best[d] == b && prev[v].is_some_and(|p| d < p)) {
+                b = best[d];
+                prev[v] = Some(d);
+            }
+        }
+        best[v] = b + comps[v].ready_secs;
+    }
+    let Some(end) = (0..n).max_by(|a, b| best[*a].total_cmp(&best[*b]).then(b.cmp(a))) else {
+        return (Vec::new(), 0.0);
+    };
+    let mut path = vec![end];
+    let mut cur = end;
+    while let Some(p) = prev[cur] {
+        path.push(p);
+        cur = p;
+    }
+    path.reverse();
+    (path, best[end])
+}

@@ -1,0 +1,75 @@
+//! stackc compiles one KDL topology into everything an environment needs.
+//!
+//! The pipeline, each stage a module whose output feeds the next:
+//!
+//! 1. [`parse`]: files -> KDL tree -> imports, overrides and `--env` applied
+//!    -> typed [`model::Topology`], with per-value checks;
+//! 2. [`validate`]: checks across objects (references, names, subnets,
+//!    secrets, cluster sizes, ports) -> [`diag::Diagnostics`];
+//! 3. [`graph`]: dependency graph, deploy phases, critical path.
+//!
+//! [`check_file`] runs all three and returns every finding at once. The
+//! [`cli`] module is the only one that prints or touches files.
+
+pub mod cli;
+pub mod diag;
+pub mod graph;
+pub mod model;
+pub mod parse;
+pub mod source;
+pub mod validate;
+
+use std::path::Path;
+
+use diag::Diagnostics;
+use graph::Graph;
+use model::Topology;
+use source::SourceMap;
+
+/// A topology after every check: the model and graph exist when no error
+/// stopped them.
+#[derive(Debug)]
+pub struct Checked {
+    pub sources: SourceMap,
+    pub topology: Option<Topology>,
+    pub graph: Option<Graph>,
+    pub diags: Diagnostics,
+}
+
+impl Checked {
+    pub fn ok(&self) -> bool {
+        self.topology.is_some() && self.graph.is_some() && !self.diags.has_errors()
+    }
+}
+
+/// Read, check and resolve the topology at `path` with `env` selected.
+pub fn check_file(path: &Path, env: Option<&str>) -> Checked {
+    resolve(parse::load(path, env))
+}
+
+/// As [`check_file`], for text in memory; imports resolve from `base_dir`.
+pub fn check_str(name: &str, text: &str, base_dir: &Path, env: Option<&str>) -> Checked {
+    resolve(parse::load_str(name, text, base_dir, env))
+}
+
+fn resolve(loaded: parse::Loaded) -> Checked {
+    let parse::Loaded {
+        sources,
+        topology,
+        mut diags,
+    } = loaded;
+    let mut graph = None;
+    if let Some(t) = &topology {
+        diags.extend(validate::validate(t));
+        let (g, gd) = graph::resolve(t);
+        diags.extend(gd);
+        graph = g;
+    }
+    diags.sort();
+    Checked {
+        sources,
+        topology,
+        graph,
+        diags,
+    }
+}
