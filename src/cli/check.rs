@@ -30,32 +30,27 @@ pub fn run(ui: &Ui, input: &Input, json_out: bool) -> u8 {
         print_diags(ui, &checked);
         match (&checked.topology, &checked.graph, ok) {
             (Some(t), Some(g), true) => println!(
-                "ok: {} ({} services, {} balancers, {} phases{})",
+                "ok: {} ({}, {}, {}{})",
                 t.stack.name.value,
-                t.services.len(),
-                t.balancers.len(),
-                g.phases.len(),
+                count(t.services.len(), "service"),
+                count(t.balancers.len(), "balancer"),
+                count(g.phases.len(), "phase"),
                 match checked.diags.warning_count() {
                     0 => String::new(),
-                    n => format!(", {n} warning{}", if n == 1 { "" } else { "s" }),
+                    n => format!(", {}", count(n, "warning")),
                 }
             ),
             _ => eprintln!(
-                "error: {} error{}, {} warning{}",
-                checked.diags.error_count(),
-                if checked.diags.error_count() == 1 {
-                    ""
-                } else {
-                    "s"
-                },
-                checked.diags.warning_count(),
-                if checked.diags.warning_count() == 1 {
-                    ""
-                } else {
-                    "s"
-                }
+                "error: {}, {}",
+                count(checked.diags.error_count(), "error"),
+                count(checked.diags.warning_count(), "warning")
             ),
         }
     }
     u8::from(!ok)
+}
+
+/// `1 service`, `2 services`.
+fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }

@@ -13,7 +13,13 @@ use crate::source::SourceMap;
 pub fn format_text(name: &str, text: &str) -> Result<String, (SourceMap, Diagnostics)> {
     match kdl::KdlDocument::parse_v2(text) {
         Ok(mut doc) => {
-            doc.autoformat();
+            let blanks = blank_lines_before(&doc);
+            // Keep each value as written (quotes, raw strings, number
+            // forms): formatting changes layout, never how a value reads.
+            let mut config = kdl::FormatConfig::default();
+            config.entry_autoformate_keep = true;
+            doc.autoformat_config(&config);
+            restore_blank_lines(&mut doc, &mut blanks.into_iter());
             let mut out = doc.to_string();
             if !out.ends_with('\n') {
                 out.push('\n');
@@ -31,6 +37,46 @@ pub fn format_text(name: &str, text: &str) -> Result<String, (SourceMap, Diagnos
                 diags.push(d.clone());
             }
             Err((loaded.sources, diags))
+        }
+    }
+}
+
+/// Whether each node (in document order) was preceded by a blank line;
+/// the first node of each block never is, so blocks start tight.
+fn blank_lines_before(doc: &kdl::KdlDocument) -> Vec<bool> {
+    fn walk(doc: &kdl::KdlDocument, out: &mut Vec<bool>) {
+        for (i, node) in doc.nodes().iter().enumerate() {
+            let leading = node.format().map_or("", |f| f.leading.as_str());
+            let blank =
+                i > 0 && leading.split('\n').count() > 2 - usize::from(leading.starts_with('\n'));
+            out.push(blank);
+            if let Some(children) = node.children() {
+                walk(children, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(doc, &mut out);
+    out
+}
+
+/// Put back the blank lines and normalise entry spacing.
+fn restore_blank_lines(doc: &mut kdl::KdlDocument, blanks: &mut impl Iterator<Item = bool>) {
+    for node in doc.nodes_mut() {
+        if blanks.next() == Some(true)
+            && let Some(f) = node.format_mut()
+        {
+            f.leading.insert(0, '\n');
+        }
+        // Entries kept their format for their value; their spacing is
+        // canonical: one space before each.
+        for entry in node.entries_mut() {
+            if let Some(f) = entry.format_mut() {
+                f.leading = " ".into();
+            }
+        }
+        if let Some(children) = node.children_mut() {
+            restore_blank_lines(children, blanks);
         }
     }
 }

@@ -308,3 +308,153 @@ fn critical_path(comps: &[Component], edges: &[Edge], order: &[usize]) -> (Vec<u
     path.reverse();
     (path, best[end])
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::diag::Code;
+
+    fn check(text: &str) -> crate::Checked {
+        crate::check_str("t.kdl", text, std::path::Path::new("."), None)
+    }
+
+    fn names(c: &crate::Checked) -> Vec<Vec<String>> {
+        let g = c.graph.as_ref().expect("graph");
+        g.phases
+            .iter()
+            .map(|p| {
+                p.members
+                    .iter()
+                    .map(|m| g.components[*m].name.clone())
+                    .collect()
+            })
+            .collect()
+    }
+
+    const CHAIN: &str = r#"stack "s"
+service "db" { image "db:1"; health tcp=5432; port 5432 }
+service "cache" { image "c:1"; health tcp=6379; port 6379 }
+service "api" { image "a:1"; depends-on "db" "cache"; health http="/h" port=80; port 80 }
+service "worker" { image "w:1"; depends-on "api" condition="started" }
+balancer "lb" { listen 8080; route "/" to="api" }
+"#;
+
+    #[test]
+    fn derived_phases_layer_by_dependency_depth() {
+        let c = check(CHAIN);
+        assert!(c.ok(), "{:?}", c.diags);
+        assert_eq!(
+            names(&c),
+            [vec!["cache", "db"], vec!["api"], vec!["lb", "worker"]]
+        );
+    }
+
+    #[test]
+    fn critical_path_follows_the_slowest_chain() {
+        let c = check(CHAIN);
+        let g = c.graph.expect("graph");
+        let path: Vec<&str> = g
+            .critical_path
+            .iter()
+            .map(|i| g.components[*i].name.as_str())
+            .collect();
+        // Ties go to the component declared first.
+        assert_eq!(path, ["db", "api", "worker"]);
+        // 10s default interval for db and api, 1s for the worker.
+        assert_eq!(g.critical_secs, 21.0);
+    }
+
+    #[test]
+    fn cycles_are_reported_as_the_full_path() {
+        let c = check(
+            r#"stack "s"
+service "a" { image "a:1"; depends-on "b" condition="started" }
+service "b" { image "b:1"; depends-on "c" condition="started" }
+service "c" { image "c:1"; depends-on "a" condition="started" }
+service "d" { image "d:1"; depends-on "d" condition="started" }
+"#,
+        );
+        let msgs: Vec<&str> = c
+            .diags
+            .iter()
+            .filter(|d| d.code == Code::DependencyCycle)
+            .map(|d| d.message.as_str())
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                "dependency cycle: a -> b -> c -> a",
+                "dependency cycle: d -> d"
+            ]
+        );
+        assert!(c.graph.is_none());
+        let first = c
+            .diags
+            .iter()
+            .find(|d| d.code == Code::DependencyCycle)
+            .expect("cycle");
+        assert_eq!(
+            first.secondary.len(),
+            2,
+            "every edge of the cycle is labelled"
+        );
+    }
+
+    #[test]
+    fn explicit_phases_named_service_beats_tier() {
+        let c = check(
+            r#"stack "s"
+network "n" subnet="10.0.0.0/16" {
+    tier "data" subnet="10.0.1.0/24"
+    tier "apps" subnet="10.0.2.0/24"
+}
+service "db" tier="data" { image "db:1"; health tcp=1; port 1 }
+service "config" tier="apps" { image "c:1"; depends-on "db"; health tcp=2; port 2 }
+service "api" tier="apps" { image "a:1"; depends-on "config" }
+phases {
+    phase "data" tiers="data"
+    phase "config" services="config"
+    phase "apps" tiers="apps"
+}
+"#,
+        );
+        assert!(c.ok(), "{:?}", c.diags);
+        assert_eq!(names(&c), [vec!["db"], vec!["config"], vec!["api"]]);
+    }
+
+    #[test]
+    fn explicit_phases_must_agree_with_the_graph() {
+        let c = check(
+            r#"stack "s"
+service "db" { image "db:1"; health tcp=1; port 1 }
+service "api" { image "a:1"; depends-on "db" }
+phases {
+    phase "apps" services="api"
+    phase "data" services="db"
+}
+"#,
+        );
+        let d = c
+            .diags
+            .iter()
+            .find(|d| d.code == Code::PhaseOrder)
+            .expect("phase-order");
+        assert!(
+            d.message
+                .contains("`api` (phase `apps`) depends on `db` (phase `data`)"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[test]
+    fn started_dependencies_may_share_a_phase() {
+        let c = check(
+            r#"stack "s"
+service "a" { image "a:1" }
+service "b" { image "b:1"; depends-on "a" condition="started" }
+phases { phase "all" services="a, b"; }
+"#,
+        );
+        assert!(c.ok(), "{:?}", c.diags);
+    }
+}

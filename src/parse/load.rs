@@ -214,6 +214,19 @@ fn io_reason(e: &std::io::Error) -> String {
 fn parse_file(file: FileId, text: &str, diags: &mut Diagnostics) -> Option<Vec<Node>> {
     match kdl::parse(text, file) {
         Ok(nodes) => Some(nodes),
+        // The `kdl` crate recurses per nesting level and is slow on large
+        // inputs: consult it only where that is safe and cheap.
+        Err(ours) if text.len() > KDL_RS_MAX_INPUT || brace_depth(text) > KDL_RS_MAX_DEPTH => {
+            diags.push(syntax(
+                file,
+                ours.span.start as usize,
+                ours.span.end as usize,
+                &ours.message,
+                None,
+                None,
+            ));
+            None
+        }
         Err(ours) => match kdl_rs::convert(text, file) {
             Ok(nodes) => Some(nodes),
             Err(issues) if issues.is_empty() => {
@@ -242,6 +255,38 @@ fn parse_file(file: FileId, text: &str, diags: &mut Diagnostics) -> Option<Vec<N
             }
         },
     }
+}
+
+/// Inputs larger than this are not handed to the `kdl` crate.
+const KDL_RS_MAX_INPUT: usize = 4 * 1024 * 1024;
+/// Nesting deeper than this is not handed to the `kdl` crate.
+const KDL_RS_MAX_DEPTH: usize = 100;
+
+/// Maximum `{` nesting, counting braces outside double quotes only: an
+/// estimate, enough to decide whether the `kdl` crate can be consulted.
+fn brace_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_str {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 fn syntax(

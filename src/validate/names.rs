@@ -289,6 +289,10 @@ fn path(p: &Spanned<String>, what: &str, out: &mut Diagnostics) {
 /// Image references: registry/name:tag@digest characters only.
 fn image(i: &Spanned<String>, out: &mut Diagnostics) {
     let v = &i.value;
+    if v.is_empty() {
+        // Missing: already reported while decoding.
+        return;
+    }
     let ok = !v.is_empty()
         && v.len() <= 255
         && v.bytes().all(|b| {

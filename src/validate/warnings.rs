@@ -17,7 +17,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
     images.extend(t.balancers.iter().filter_map(|b| b.image.as_ref()));
     for i in images {
         let v = &i.value;
-        if v.contains('@') {
+        if v.is_empty() || v.contains('@') {
             continue;
         }
         let last = v.rsplit('/').next().unwrap_or(v);

@@ -275,7 +275,11 @@ pub fn decode(node: &Node, out: &mut Diagnostics) -> Option<Service> {
     }
 
     let name = name?;
-    if image.is_none() && !node.children().iter().any(|c| c.name.value == "image") {
+    // A misspelt `image` is already reported with a suggestion.
+    let misspelt = node.children().iter().any(|c| {
+        c.name.value != "image" && crate::diag::did_you_mean(&c.name.value, ["image"]).is_some()
+    });
+    if image.is_none() && !misspelt && !node.children().iter().any(|c| c.name.value == "image") {
         out.push(
             Diagnostic::error(
                 Code::MissingNode,
@@ -292,10 +296,14 @@ pub fn decode(node: &Node, out: &mut Diagnostics) -> Option<Service> {
         split_brain_protection: false,
         span: name.span,
     });
+    // A service with a missing or broken image is still a service: keeping
+    // it avoids follow-on "unknown service" errors for its dependents. The
+    // empty image is never emitted, since the error stops every build.
+    let image = image.unwrap_or_else(|| Spanned::new(String::new(), name.span));
     Some(Service {
         name,
         tier,
-        image: image?,
+        image,
         command,
         args,
         ports,
