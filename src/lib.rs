@@ -11,13 +11,16 @@
 //! [`check_file`] runs all three and returns every finding at once. The
 //! [`cli`] module is the only one that prints or touches files.
 
+pub mod artifacts;
 pub mod cli;
 pub mod diag;
 pub mod graph;
 pub mod model;
 pub mod parse;
 pub mod source;
+pub mod targets;
 pub mod validate;
+pub mod yaml;
 
 use std::path::Path;
 
@@ -61,7 +64,17 @@ fn resolve(loaded: parse::Loaded) -> Checked {
     let mut graph = None;
     if let Some(t) = &topology {
         diags.extend(validate::validate(t));
-        let (g, gd) = graph::resolve(t);
+        let phase_errors = t.phases.as_ref().is_some_and(|p| {
+            diags.iter().any(|d| {
+                d.is_error()
+                    && d.primary.as_ref().is_some_and(|l| {
+                        l.span.file == p.span.file
+                            && l.span.start >= p.span.start
+                            && l.span.end <= p.span.end
+                    })
+            })
+        });
+        let (g, gd) = graph::resolve(t, !phase_errors);
         diags.extend(gd);
         graph = g;
     }

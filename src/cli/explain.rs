@@ -4,8 +4,9 @@ use crate::diag::{Code, did_you_mean};
 
 pub fn run(code: Option<&str>) -> u8 {
     let Some(code) = code else {
+        let width = Code::ALL.iter().map(|c| c.full().len()).max().unwrap_or(0);
         for c in Code::ALL {
-            println!("{:<28} {}", c.full(), c.title());
+            println!("{:<width$}  {}", c.full(), c.title());
         }
         return 0;
     };

@@ -2,8 +2,9 @@
 //! command returns an exit code; errors are printed where they happen.
 //!
 //! Exit codes: 0 success, 1 errors (bad input, failed checks, usage),
-//! 130 interrupted. Later commands add 2 for "changes present".
+//! `diff` (and later `plan`) exit 2 when there are changes.
 
+mod build;
 mod check;
 mod explain;
 mod fmt;
@@ -75,6 +76,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compile the topology to artifacts (compose, nginx, Prometheus, Grafana, Kubernetes)
+    Build {
+        #[command(flatten)]
+        input: Input,
+        /// Output directory [default: generated/ beside the topology]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Targets to build [default: all]
+        #[arg(long, value_enum, value_delimiter = ',')]
+        target: Vec<crate::targets::Target>,
+    },
+    /// Compare a fresh build with the artifacts on disk; exit 2 when they differ
+    Diff {
+        #[command(flatten)]
+        input: Input,
+        /// Artifact directory [default: generated/ beside the topology]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Targets to compare [default: all]
+        #[arg(long, value_enum, value_delimiter = ',')]
+        target: Vec<crate::targets::Target>,
+    },
     /// Format topology files canonically, keeping comments
     Fmt {
         /// Files to format [default: stack.kdl]
@@ -138,6 +161,8 @@ pub fn run(cli: Cli) -> u8 {
             format,
             json,
         } => graph::run(&ui, &input, if json { GraphFormat::Json } else { format }),
+        Command::Build { input, out, target } => build::run_build(&ui, &input, out, &target),
+        Command::Diff { input, out, target } => build::run_diff(&ui, &input, out, &target),
         Command::Fmt { files, check } => fmt::run(&ui, &files, check),
         Command::Explain { code } => explain::run(code.as_deref()),
     }

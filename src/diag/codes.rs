@@ -171,7 +171,7 @@ Fix: keep one value.";
 
     MissingProperty => "missing-property", "a required property or setting is missing",
 "## What it checks
-Some settings are required: a service needs an `image`, a route needs `to=`,
+Some properties are required: a route needs `to=`, a volume `path=`,
 a rate limit needs `rate=`, a tier needs `subnet=`.
 
 ## Example
@@ -197,13 +197,14 @@ KDL 2.0 writes booleans as `#true` / `#false`.
 
 ## Example
     port \"8080\"          // a string
-    split-brain-protection=true  // a bare word, not a boolean
-Fix: `port 8080`, `split-brain-protection=#true`.";
+    public=\"yes\"       // a string, not a boolean
+Fix: `port 8080`, `public=#true`. (A bare `true` is a KDL 2.0 syntax error:
+booleans are written `#true` and `#false`.)";
 
     OutOfRange => "out-of-range", "a number is outside its allowed range",
 "## What it checks
 Ports are 1-65535, replicas and nodes at least 1, percentages 1-100, ratios
-0-1, retries at least 1, weights 0-1000, and so on; the message gives the range.
+0-1, retries at least 1, and so on; the message gives the range.
 
 ## Example
     port 70000
@@ -280,11 +281,35 @@ Fix: a plain path such as `/api`.";
     UnknownService => "unknown-service", "a reference to a service that does not exist",
 "## What it checks
 Services named in `depends-on`, routes' `to=`, phases' `services=` and
-overrides must be declared (or imported). The closest name is suggested.
+drift-ignore rules must be declared (or imported). The closest name is suggested.
 
 ## Example
     depends-on \"postgress\"
 Fix: `depends-on \"postgres\"`.";
+
+    UnknownAccount => "unknown-account", "a reference to a service account that is not declared",
+"## What it checks
+`service-account=` on services and jobs must name a `service-account` of the
+`kubernetes` block.
+
+## Example
+    kubernetes namespace=\"shop\" { service-account \"deployer\" { ... } }
+    job \"backup\" service-account=\"deploy\" ...
+Fix: `service-account=\"deployer\"`.";
+
+    UndeclaredPort => "undeclared-port", "a probe or metrics endpoint on a port the service does not declare",
+"## What it checks
+`health http=... port=N`, `health tcp=N` and `metrics port=N` must use one of
+the service's `port` nodes.
+
+## Why
+Targets open, publish and allow (network policies) only declared ports: a
+probe on another port never succeeds.
+
+## Example
+    port 8080
+    health http=\"/health\" port=8081
+Fix: `port=8080`, or declare `port 8081`.";
 
     UnknownTier => "unknown-tier", "a reference to a tier that the network does not define",
 "## What it checks
@@ -384,9 +409,14 @@ Every service, balancer and monitoring component must belong to exactly one
 phase when phases are listed explicitly.";
 
     PhaseDuplicate => "phase-duplicate", "a service belongs to two phases",
-"## Example
-    phase \"a\" tiers=\"services\"
-    phase \"b\" services=\"api\"   // api is in tier services";
+"## What it checks
+A component named in `services=` of two phases, or a tier listed in two
+phases. (A component named in `services=` is taken out of its tier's phase:
+that is how one service of a tier is started earlier.)
+
+## Example
+    phase \"a\" services=\"api\"
+    phase \"b\" services=\"api, worker\"";
 
     ImportNotFound => "import-not-found", "an imported fragment cannot be found",
 "## What it checks
@@ -461,6 +491,17 @@ environment `production=#true`.";
 `depends-on \"db\" condition=\"healthy\"` waits for a health status, but `db`
 has no `health` node: the dependent will never start (compose) or starts
 without waiting (other targets). Add a health check to the dependency.";
+
+    Unmapped => "unmapped", "a setting that a target cannot express",
+"## Why (warning)
+Every topology setting is either mapped onto each target where it has a
+meaning, or reported: other converters drop health checks and dependencies
+silently. The warning names the setting and the target; docs/targets.md has
+the full capability table.
+
+## Example
+`autoscale` on the docker-compose target: compose has no autoscaler, so the
+service runs its `replicas` count.";
 
     UnusedRateLimit => "unused-rate-limit", "a rate limit that no route uses",
 "## Why (warning)

@@ -83,7 +83,11 @@ impl Graph {
 /// Build the graph. Unknown references were reported by validation and are
 /// skipped here; a cycle or a phase disagreement is reported and yields no
 /// graph.
-pub fn resolve(t: &Topology) -> (Option<Graph>, Diagnostics) {
+///
+/// `check_phases` is false when the explicit phase list already has errors
+/// of its own: its membership would only produce follow-on errors, so the
+/// graph is then checked without it.
+pub fn resolve(t: &Topology, check_phases: bool) -> (Option<Graph>, Diagnostics) {
     let mut diags = Diagnostics::new();
     let mut components = Vec::with_capacity(t.services.len() + t.balancers.len() + 2);
     for s in &t.services {
@@ -126,11 +130,12 @@ pub fn resolve(t: &Topology) -> (Option<Graph>, Diagnostics) {
             });
         }
     }
-    let by_name: HashMap<&str, usize> = components
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name.as_str(), i))
-        .collect();
+    // The first declaration of a name wins; a clash is reported by
+    // validation, and must not turn a route into a self-edge here.
+    let mut by_name: HashMap<&str, usize> = HashMap::with_capacity(components.len());
+    for (i, c) in components.iter().enumerate() {
+        by_name.entry(c.name.as_str()).or_insert(i);
+    }
     let mut edges = Vec::new();
     for (i, s) in t.services.iter().enumerate() {
         for d in &s.depends_on {
@@ -186,7 +191,7 @@ pub fn resolve(t: &Topology) -> (Option<Graph>, Diagnostics) {
         Err(_) => return (None, diags),
     };
 
-    let (phases, explicit) = match &t.phases {
+    let (phases, explicit) = match t.phases.as_ref().filter(|_| check_phases) {
         Some(list) => match phases::explicit(t, list, &components, &edges, &mut diags) {
             Some(p) => (p, true),
             None => return (None, diags),

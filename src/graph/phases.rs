@@ -129,7 +129,13 @@ pub fn explicit(
                     Code::PhaseMissing,
                     format!("`{}` is in no phase", comp.name),
                 )
-                .at(list.span, "the phase list leaves it out")
+                .at(
+                    crate::source::Span {
+                        end: list.span.start + "phases".len() as u32,
+                        ..list.span
+                    },
+                    "the phase list leaves it out",
+                )
                 .also(comp.span, "declared here")
                 .help(hint),
             );

@@ -32,6 +32,8 @@ pub struct Listener {
     /// Host port; defaults to the listener port.
     pub published: Option<Spanned<u16>>,
     pub public: bool,
+    /// Terminates TLS with the balancer's `tls` material.
+    pub tls: bool,
     pub span: Span,
 }
 

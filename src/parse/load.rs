@@ -111,6 +111,7 @@ fn finish(
         sources: &mut sources,
         diags: &mut diags,
         chain: vec![canonical(&path)],
+        imported: Vec::new(),
     };
     let mut merged = ctx.expand_imports(nodes, &base, 0);
     apply_overrides(&mut merged, env, &mut diags);
@@ -224,6 +225,7 @@ fn parse_file(file: FileId, text: &str, diags: &mut Diagnostics) -> Option<Vec<N
                 &ours.message,
                 None,
                 None,
+                text,
             ));
             None
         }
@@ -237,20 +239,24 @@ fn parse_file(file: FileId, text: &str, diags: &mut Diagnostics) -> Option<Vec<N
                     &ours.message,
                     None,
                     None,
+                    text,
                 ));
                 None
             }
             Err(issues) => {
-                for i in issues {
-                    diags.push(syntax(
-                        file,
-                        i.start,
-                        i.end,
-                        &i.message,
-                        i.label.as_deref(),
-                        i.help.as_deref(),
-                    ));
-                }
+                // After the first error the parser resynchronises by
+                // guessing; what it reports next is mostly echo of the
+                // first mistake, so only the first is shown.
+                let i = &issues[0];
+                diags.push(syntax(
+                    file,
+                    i.start,
+                    i.end,
+                    &i.message,
+                    i.label.as_deref(),
+                    i.help.as_deref(),
+                    text,
+                ));
                 None
             }
         },
@@ -296,15 +302,25 @@ fn syntax(
     message: &str,
     label: Option<&str>,
     help: Option<&str>,
+    text: &str,
 ) -> Diagnostic {
+    let (start, end) = (start.min(text.len()), end.max(start).min(text.len()));
+    // The most common KDL 1 habit gets a precise hint.
+    let word = text.get(start..).map_or("", |rest| {
+        let n = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        &rest[..n]
+    });
+    let help = match word {
+        "true" | "false" | "null" => format!("KDL 2.0 writes this keyword as #{word}"),
+        _ => help
+            .unwrap_or("see https://kdl.dev for KDL 2.0 syntax; strings are quoted, booleans are #true/#false")
+            .to_string(),
+    };
     Diagnostic::error(Code::Syntax, format!("KDL syntax error: {message}"))
-        .at(
-            Span::new(file, start, end.max(start)),
-            label.unwrap_or("here"),
-        )
-        .help(help.unwrap_or(
-            "see https://kdl.dev for KDL 2.0 syntax; strings are quoted, booleans are #true/#false",
-        ))
+        .at(Span::new(file, start, end), label.unwrap_or("here"))
+        .help(help)
 }
 
 struct Ctx<'a> {
@@ -312,6 +328,8 @@ struct Ctx<'a> {
     diags: &'a mut Diagnostics,
     /// Files being imported, outermost first, to detect cycles.
     chain: Vec<PathBuf>,
+    /// Every fragment imported so far.
+    imported: Vec<PathBuf>,
 }
 
 impl Ctx<'_> {
@@ -349,6 +367,12 @@ impl Ctx<'_> {
                 );
                 continue;
             }
+            // A fragment imported twice (directly, or through two other
+            // fragments) is included once, like a shared header.
+            if self.imported.contains(&canon) {
+                continue;
+            }
+            self.imported.push(canon.clone());
             if depth >= MAX_IMPORT_DEPTH {
                 self.diags.push(
                     Diagnostic::error(
@@ -424,7 +448,39 @@ impl Ctx<'_> {
                 ));
                 return None;
             }
+            if !full.is_file() {
+                self.diags.push(
+                    Diagnostic::error(
+                        Code::ImportNotFound,
+                        format!("no file `{target}` to import"),
+                    )
+                    .at(span, format!("looked for {}", full.display()))
+                    .help("relative imports are resolved from the importing file's directory"),
+                );
+                return None;
+            }
             return Some(full);
+        }
+        if target.starts_with('/') || target.starts_with('\\') || target.contains(':') {
+            self.diags.push(bad(
+                "absolute paths are not allowed",
+                "import files beside the topology as ./file.kdl, or shared fragments by name (import \"postgres\" reads stacks/postgres.kdl)",
+            ));
+            return None;
+        }
+        if target.split(['/', '\\']).any(|seg| seg == "..") {
+            self.diags.push(bad(
+                "the path leaves the topology's directory",
+                "import files beside the topology as ./file.kdl, or shared fragments by name (import \"postgres\" reads stacks/postgres.kdl)",
+            ));
+            return None;
+        }
+        if target.contains(['/', '\\']) || target.ends_with(".kdl") {
+            self.diags.push(bad(
+                "a file path must start with ./",
+                "write import \"./path/file.kdl\" for a file beside the topology, or a fragment name without .kdl",
+            ));
+            return None;
         }
         if target.is_empty()
             || !target
@@ -446,7 +502,7 @@ impl Ctx<'_> {
             }
             searched.push(anc.join("stacks"));
         }
-        let available: Vec<String> = searched
+        let mut available: Vec<String> = searched
             .iter()
             .filter_map(|d| std::fs::read_dir(d).ok())
             .flat_map(|rd| rd.filter_map(|e| e.ok()))
@@ -457,6 +513,8 @@ impl Ctx<'_> {
                     .map(str::to_string)
             })
             .collect();
+        available.sort();
+        available.dedup();
         let mut d = Diagnostic::error(
             Code::ImportNotFound,
             format!("no fragment `{target}` found"),
@@ -485,7 +543,22 @@ fn apply_overrides(nodes: &mut [Node], env: Option<&str>, diags: &mut Diagnostic
         .cloned()
         .collect();
     for o in &top {
-        apply_one(nodes, o, diags);
+        apply_one(nodes, o, diags, false);
+    }
+    // Overrides of the other environments are checked too, so a typo in
+    // `prod` is found by a plain `stackc check`.
+    let others: Vec<Node> = nodes
+        .iter()
+        .filter(|n| n.name.value == "env" && (env.is_none() || n.first_string_arg() != env))
+        .flat_map(|n| {
+            n.children()
+                .iter()
+                .filter(|c| c.name.value == "override")
+                .cloned()
+        })
+        .collect();
+    for o in &others {
+        apply_one(nodes, o, diags, true);
     }
     let Some(env) = env else { return };
     let env_nodes: Vec<&Node> = nodes.iter().filter(|n| n.name.value == "env").collect();
@@ -518,11 +591,13 @@ fn apply_overrides(nodes: &mut [Node], env: Option<&str>, diags: &mut Diagnostic
         .cloned()
         .collect();
     for o in &patches {
-        apply_one(nodes, o, diags);
+        apply_one(nodes, o, diags, false);
     }
 }
 
-fn apply_one(nodes: &mut [Node], patch: &Node, diags: &mut Diagnostics) {
+/// Apply one override; with `dry_run` only check that its target exists
+/// (overrides of environments that are not selected).
+fn apply_one(nodes: &mut [Node], patch: &Node, diags: &mut Diagnostics, dry_run: bool) {
     let mut r = crate::parse::reader::NodeReader::new(patch);
     r.allow_children();
     let target = r.arg_string(
@@ -538,14 +613,18 @@ fn apply_one(nodes: &mut [Node], patch: &Node, diags: &mut Diagnostics) {
         }
     }
     let Some(target) = target else { return };
+    // `monitoring` names the monitoring block when there is one, even if a
+    // service is called that too.
+    let has_monitoring = nodes.iter().any(|n| n.name.value == "monitoring");
     let hit = nodes.iter_mut().find(|n| match n.name.value.as_str() {
-        "service" | "balancer" => {
+        "service" | "balancer" if !(has_monitoring && target.value == "monitoring") => {
             n.args().next().map(|e| &e.value) == Some(&Value::String(target.value.clone()))
         }
         "monitoring" => target.value == "monitoring",
         _ => false,
     });
     match hit {
+        Some(_) if dry_run => {}
         Some(n) => merge::merge(n, patch, false),
         None => {
             let names: Vec<&str> = nodes

@@ -4,7 +4,7 @@
 //! target's arguments when given; properties replace properties of the same
 //! name or are added; a child block is merged child by child. Children that
 //! may repeat (ports, env vars, routes, ...) are matched by their first
-//! argument; other children by name.
+//! argument; `depends-on` nodes are added; other children by name.
 
 use crate::parse::tree::Node;
 
@@ -15,7 +15,6 @@ const KEYED: &[&str] = &[
     "secret",
     "volume",
     "label",
-    "depends-on",
     "exporter",
     "listen",
     "rate-limit",
@@ -26,8 +25,12 @@ const KEYED: &[&str] = &[
     "rule",
 ];
 
+/// Child nodes an override always adds (a `depends-on` may list several
+/// services, so matching one would drop the others).
+const APPENDED: &[&str] = &["depends-on"];
+
 fn same_key(a: &Node, b: &Node) -> bool {
-    if a.name.value != b.name.value {
+    if a.name.value != b.name.value || APPENDED.contains(&a.name.value.as_str()) {
         return false;
     }
     if KEYED.contains(&a.name.value.as_str()) {

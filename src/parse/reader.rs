@@ -90,7 +90,16 @@ impl<'n> NodeReader<'n> {
     pub fn arg_string(&mut self, index: usize, what: &str) -> Option<Spanned<String>> {
         let r = self.opt_arg_string(index, what);
         if r.is_none() && self.arg_entry(index).is_none() {
-            let example = format!("{} \"...\"", self.name());
+            // Show the node as written, with the missing value added.
+            let mut example = self.name().to_string();
+            for e in self.node.args().take(index) {
+                match &e.value {
+                    Value::String(s) => example.push_str(&format!(" {s:?}")),
+                    Value::Integer(i) => example.push_str(&format!(" {i}")),
+                    _ => example.push_str(" ..."),
+                }
+            }
+            example.push_str(" \"...\"");
             self.diags.push(
                 Diagnostic::error(
                     Code::MissingArgument,
@@ -129,7 +138,11 @@ impl<'n> NodeReader<'n> {
                     Code::MissingArgument,
                     format!("`{}` needs {what}", self.name()),
                 )
-                .at(self.node.name.span, format!("{what} missing")),
+                .at(self.node.name.span, format!("{what} missing"))
+                .help(format!(
+                    "write it as {} 8080 (a number before any key=value)",
+                    self.name()
+                )),
             );
             return None;
         };
@@ -539,7 +552,7 @@ impl Once {
                 )
                 .at(node.name.span, "second one")
                 .also(*first, "first one")
-                .help("keep one; to change a value per environment use an `env` override"),
+                .help("remove one of them"),
             );
             return false;
         }
@@ -555,9 +568,27 @@ pub fn unknown_node(node: &Node, parent: &str, known: &[&str], out: &mut Diagnos
         format!("unknown node `{}` in {parent}", node.name.value),
     )
     .at(node.name.span, "unknown node");
-    d = match did_you_mean(&node.name.value, known.iter().copied()) {
-        Some(m) => d.help(format!("did you mean `{m}`?")),
-        None => d.help(format!("known here: {}", known.join(", "))),
+    // Settings users often write in the wrong place.
+    let moved = match (parent, node.name.value.as_str()) {
+        ("`service`", "replicas" | "nodes") => {
+            Some("replicas belong to the cluster: cluster \"active-active\" replicas=3")
+        }
+        ("`service`", "limits" | "requests") => {
+            Some("write it inside resources: resources { limits cpu=\"1\" memory=\"1Gi\" }")
+        }
+        ("`service`", "ports") => Some("declare one `port` node per port: port 8080"),
+        ("`service`", "environment") => {
+            Some("declare one `env` node per variable: env \"NAME\" \"value\"")
+        }
+        ("`service`", "healthcheck") => {
+            Some("did you mean `health`? e.g. health http=\"/health\" port=8080")
+        }
+        _ => None,
+    };
+    d = match (moved, did_you_mean(&node.name.value, known.iter().copied())) {
+        (Some(hint), _) => d.help(hint),
+        (None, Some(m)) => d.help(format!("did you mean `{m}`?")),
+        (None, None) => d.help(format!("known here: {}", known.join(", "))),
     };
     out.push(d);
 }

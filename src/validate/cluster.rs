@@ -16,6 +16,14 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
         let c = &s.cluster;
         let n = c.replicas.value;
         let problem = match c.strategy {
+            Strategy::Single if n > 1 => Some((
+                "runs one instance; several replicas need a clustering strategy",
+                "cluster \"active-active\" replicas=N, or drop replicas".to_string(),
+            )),
+            _ if c.split_brain_protection && n < 3 => Some((
+                "cannot use split-brain protection: a majority of 2 is both members, so one failure stops it",
+                "replicas=3".to_string(),
+            )),
             Strategy::ActivePassive | Strategy::PrimaryReplica if n < 2 => Some((
                 "needs at least 2 replicas: one active and one to take over",
                 "replicas=2".to_string(),
@@ -25,7 +33,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
                 format!("replicas={}", if n < 3 { 3 } else { n + 1 }),
             )),
             Strategy::Sharded if n < 2 => {
-                Some(("needs at least 2 shards", "replicas=3".to_string()))
+                Some(("needs at least 2 shards", "replicas=2".to_string()))
             }
             _ => None,
         };
@@ -70,13 +78,6 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
                     .at(a.max.span, "below min")
                     .also(a.min.span, "min")
                     .help("max must be at least min"),
-                );
-            }
-            if a.cpu_percent.is_none() && a.memory_percent.is_none() {
-                out.push(
-                    Diagnostic::error(Code::AutoscaleRange, "autoscale has no target")
-                        .at(a.span, "scales on nothing")
-                        .help("add cpu=\"70%\" and/or memory=\"75%\""),
                 );
             }
             if (n < a.min.value || n > a.max.value) && c.strategy != Strategy::Single {

@@ -38,24 +38,53 @@ fn unique<'a>(
 }
 
 pub fn check(t: &Topology, out: &mut Diagnostics) {
-    let mut components: Vec<&Spanned<String>> = t.services.iter().map(|s| &s.name).collect();
-    components.extend(t.balancers.iter().map(|b| &b.name));
     unique(
-        components,
+        t.services.iter().map(|s| &s.name),
         "service",
         "rename one; to change an imported service use override \"NAME\" { ... }",
         out,
     );
+    unique(
+        t.balancers.iter().map(|b| &b.name),
+        "balancer",
+        "rename one",
+        out,
+    );
+    // Services and balancers share one namespace: both become containers,
+    // DNS names and graph vertices.
+    for b in &t.balancers {
+        if let Some(s) = t.services.iter().find(|s| s.name.value == b.name.value) {
+            out.push(
+                Diagnostic::error(
+                    Code::DuplicateName,
+                    format!("`{}` names both a service and a balancer", b.name.value),
+                )
+                .at(b.name.span, "balancer")
+                .also(s.name.span, "service")
+                .help("services and balancers share one namespace (containers, DNS names); rename one"),
+            );
+        }
+    }
     if let Some(m) = &t.monitoring {
-        for s in &t.services {
+        let names = t
+            .services
+            .iter()
+            .map(|s| &s.name)
+            .chain(t.balancers.iter().map(|b| &b.name));
+        for name in names {
             let reserved =
-                s.name.value == "prometheus" || (m.grafana.is_some() && s.name.value == "grafana");
+                name.value == "prometheus" || (m.grafana.is_some() && name.value == "grafana");
             if reserved {
                 out.push(
-                    Diagnostic::error(Code::DuplicateName, format!("`{}` is the name of the monitoring component", s.name.value))
-                        .at(s.name.span, "clashes with the `monitoring` block")
-                        .also(m.span, "monitoring declared here")
-                        .help("configure Prometheus and Grafana inside `monitoring`, or rename this service"),
+                    Diagnostic::error(
+                        Code::DuplicateName,
+                        format!("`{}` is the name of the monitoring component", name.value),
+                    )
+                    .at(name.span, "clashes with the `monitoring` block")
+                    .also(m.span, "monitoring declared here")
+                    .help(
+                        "configure Prometheus and Grafana inside `monitoring`, or rename this one",
+                    ),
                 );
             }
         }

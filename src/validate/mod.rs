@@ -8,6 +8,7 @@ mod names;
 mod network;
 mod ports;
 mod references;
+mod resources;
 mod secrets;
 mod warnings;
 
@@ -20,6 +21,7 @@ pub fn validate(t: &Topology) -> Diagnostics {
     names::check(t, &mut out);
     duplicates::check(t, &mut out);
     references::check(t, &mut out);
+    resources::check(t, &mut out);
     network::check(t, &mut out);
     secrets::check(t, &mut out);
     cluster::check(t, &mut out);

@@ -272,6 +272,17 @@ fn text(v: &Spanned<String>, what: &str, out: &mut Diagnostics) {
 /// `#`, `?` or `..` segment.
 fn path(p: &Spanned<String>, what: &str, out: &mut Diagnostics) {
     let v = &p.value;
+    if !v.starts_with('/') {
+        out.push(
+            Diagnostic::error(
+                Code::UnsafeValue,
+                format!("{what} `{}` must start with /", escape(v)),
+            )
+            .at(p.span, "not an absolute path")
+            .help(format!("write \"/{}\"", escape(v.trim_start_matches("./")))),
+        );
+        return;
+    }
     let bad = !v.starts_with('/')
         || v.chars()
             .any(|c| c.is_whitespace() || c.is_control() || "\"'`;{}$\\#?<>|".contains(c))

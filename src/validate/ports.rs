@@ -50,7 +50,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
             if !s.ports.is_empty() && !declared(port.value) {
                 out.push(
                     Diagnostic::error(
-                        Code::PortConflict,
+                        Code::UndeclaredPort,
                         format!(
                             "{what} uses port {} which service `{}` does not declare",
                             port.value, s.name.value

@@ -66,7 +66,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
         if let Some(sa) = &s.service_account
             && !accounts.contains(&sa.value.as_str())
         {
-            unknown(Code::UnknownService, "service account", sa, &accounts, out);
+            unknown(Code::UnknownAccount, "service account", sa, &accounts, out);
         }
     }
     for b in &t.balancers {
@@ -94,7 +94,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
         if let Some(sa) = &j.service_account
             && !accounts.contains(&sa.value.as_str())
         {
-            unknown(Code::UnknownService, "service account", sa, &accounts, out);
+            unknown(Code::UnknownAccount, "service account", sa, &accounts, out);
         }
     }
     if let Some(p) = &t.phases {

@@ -48,7 +48,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
             for s in &t.services {
                 for p in s.ports.iter().filter(|p| p.public && p.published.is_some()) {
                     out.push(
-                        Diagnostic::warning(Code::PublicPort, format!("service `{}` publishes port {} on 0.0.0.0 in `{}`", s.name.value, p.container.value, env.name.value))
+                        Diagnostic::warning(Code::PublicPort, format!("service `{}` publishes host port {} on 0.0.0.0 in `{}`", s.name.value, p.published.as_ref().map_or(p.container.value, |h| h.value), env.name.value))
                             .at(p.span, "public port")
                             .also(env.name.span, "not a production environment")
                             .help("add publish-bind \"127.0.0.1\" to this env, or mark it production=#true"),
@@ -58,7 +58,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
             for b in &t.balancers {
                 for l in b.listeners.iter().filter(|l| l.public) {
                     out.push(
-                        Diagnostic::warning(Code::PublicPort, format!("balancer `{}` listens on 0.0.0.0:{} in `{}`", b.name.value, l.port.value, env.name.value))
+                        Diagnostic::warning(Code::PublicPort, format!("balancer `{}` listens on 0.0.0.0:{} in `{}`", b.name.value, l.published.as_ref().unwrap_or(&l.port).value, env.name.value))
                             .at(l.span, "public port")
                             .also(env.name.span, "not a production environment")
                             .help("add publish-bind \"127.0.0.1\" to this env, or mark it production=#true"),

@@ -53,12 +53,15 @@ pub fn decode(node: &Node, out: &mut Diagnostics) -> Option<Balancer> {
                 let port = c.arg_u32(0, "a port", 1..=65535);
                 let published = c.prop_port("published");
                 let public = c.prop_bool("public").unwrap_or(false);
+                let tls = c.prop_bool("tls");
                 c.finish(out);
                 if let Some(port) = port {
                     listeners.push(Listener {
                         port: Spanned::new(port.value as u16, port.span),
                         published,
                         public,
+                        // Port 443 speaks TLS unless told otherwise.
+                        tls: tls.unwrap_or(port.value == 443),
                         span: child.span,
                     });
                 }
@@ -160,11 +163,17 @@ fn decode_rate_limit(node: &Node, out: &mut Diagnostics) -> Option<RateLimit> {
         }),
     };
     c.finish(out);
+    // A rate limit with a bad value is still declared: keeping it avoids a
+    // follow-on "unknown rate limit" on the routes that use it. The error
+    // already stops every build, so the placeholder is never emitted.
     Some(RateLimit {
         name: name?,
-        rate: rate?,
+        rate: rate.unwrap_or(Rate {
+            count: 1,
+            per_minute: false,
+        }),
         burst,
-        key: key?,
+        key: key.unwrap_or(RateKey::Ip),
         zone_size,
         span: node.span,
     })

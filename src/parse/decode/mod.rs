@@ -14,6 +14,7 @@ use crate::parse::reader::{NodeReader, Once, unknown_node};
 use crate::parse::tree::Node;
 use crate::source::Span;
 
+pub use service::default_exporter_port;
 pub(crate) use service::{decode_secret, decode_volume};
 
 const TOP_LEVEL: &[&str] = &[
@@ -52,7 +53,7 @@ pub fn decode(
     let mut first_span: Option<Span> = None;
 
     for node in nodes {
-        first_span.get_or_insert(node.span);
+        first_span.get_or_insert(node.name.span);
         match node.name.value.as_str() {
             "stack" => {
                 if once.first(node, out) {
@@ -195,9 +196,13 @@ fn decode_phases(node: &Node, out: &mut Diagnostics) -> Option<PhaseList> {
                 let tiers = list_prop(&mut c, "tiers");
                 let services = list_prop(&mut c, "services");
                 if tiers.is_empty() && services.is_empty() {
-                    c.missing_prop(
-                        "tiers",
-                        "phase \"data\" tiers=\"infrastructure\" services=\"config-server\"",
+                    c.error(
+                        Diagnostic::error(
+                            Code::MissingProperty,
+                            "a phase needs `tiers=`, `services=` or both",
+                        )
+                        .at(child.name.span, "no members")
+                        .help("for example: phase \"data\" tiers=\"infrastructure\" services=\"config-server\""),
                     );
                 }
                 c.finish(out);

@@ -237,6 +237,13 @@ pub fn decode(node: &Node, out: &mut Diagnostics) -> Option<Service> {
                 if max.is_none() && !has_prop(child, "max") {
                     c.missing_prop("max", "autoscale min=3 max=10 cpu=\"70%\"");
                 }
+                if !has_prop(child, "cpu") && !has_prop(child, "memory") {
+                    c.error(
+                        Diagnostic::error(Code::AutoscaleRange, "autoscale has no target")
+                            .at(child.name.span, "scales on nothing")
+                            .help("add cpu=\"70%\" and/or memory=\"75%\""),
+                    );
+                }
                 c.finish(out);
                 if let (Some(min), Some(max)) = (min, max) {
                     autoscale = Some(Autoscale {

@@ -1,0 +1,97 @@
+//! `stackc build` and `stackc diff`: compile a topology to artifacts, and
+//! compare a fresh build with the artifacts on disk (the CI check).
+
+use std::path::PathBuf;
+
+use super::{Input, Ui, print_diags};
+use crate::artifacts::{self, Change};
+use crate::targets::{self, Artifact, Target};
+
+/// Where artifacts go by default: `generated/` beside the topology, or
+/// `generated-<env>/` for an environment.
+pub fn default_out(input: &Input) -> PathBuf {
+    let path = input.path();
+    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+    match &input.env {
+        Some(e) => dir.join(format!("generated-{e}")),
+        None => dir.join("generated"),
+    }
+}
+
+/// Check and compile; `None` (after printing why) when there are errors.
+pub fn compile(ui: &Ui, input: &Input, selected: &[Target]) -> Option<Vec<Artifact>> {
+    let checked = crate::check_file(&input.path(), input.env.as_deref());
+    print_diags(ui, &checked);
+    let (Some(t), Some(g), true) = (&checked.topology, &checked.graph, checked.ok()) else {
+        eprintln!("error: the topology has errors; nothing was built");
+        return None;
+    };
+    let all = Target::ALL;
+    let targets = if selected.is_empty() {
+        &all[..]
+    } else {
+        selected
+    };
+    let (artifacts, warnings) = targets::build(t, g, targets);
+    if !warnings.is_empty() {
+        eprint!(
+            "{}",
+            crate::diag::render(&warnings, &checked.sources, ui.color)
+        );
+    }
+    if warnings.has_errors() {
+        return None;
+    }
+    Some(artifacts)
+}
+
+pub fn run_build(ui: &Ui, input: &Input, out: Option<PathBuf>, selected: &[Target]) -> u8 {
+    let Some(artifacts) = compile(ui, input, selected) else {
+        return 1;
+    };
+    let out = out.unwrap_or_else(|| default_out(input));
+    match artifacts::write(&out, &artifacts) {
+        Ok(()) => {
+            println!("built {} files into {}", artifacts.len(), out.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            eprintln!("the previous artifacts in {} are unchanged", out.display());
+            1
+        }
+    }
+}
+
+pub fn run_diff(ui: &Ui, input: &Input, out: Option<PathBuf>, selected: &[Target]) -> u8 {
+    let Some(artifacts) = compile(ui, input, selected) else {
+        return 1;
+    };
+    let out = out.unwrap_or_else(|| default_out(input));
+    match artifacts::diff(&out, &artifacts) {
+        Ok((changes, _)) if changes.is_empty() => {
+            println!("{} is up to date", out.display());
+            0
+        }
+        Ok((changes, text)) => {
+            print!("{text}");
+            let (mut added, mut modified, mut removed) = (0, 0, 0);
+            for c in &changes {
+                match c {
+                    Change::Added(_) => added += 1,
+                    Change::Modified(_) => modified += 1,
+                    Change::Removed(_) => removed += 1,
+                }
+            }
+            eprintln!(
+                "{} is stale: {added} to add, {modified} to change, {removed} to remove; run `stackc build` and commit the result",
+                out.display()
+            );
+            2
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,680 @@
+//! docker-compose target: one `compose/docker-compose.yml` per stack.
+//!
+//! - One network with the topology's subnet; every instance gets a static
+//!   address from its tier's range and the service name as a DNS alias, so
+//!   `postgres` resolves to every member and `postgres-0` to one.
+//!   Containers without a tier take addresses from a dynamic range that no
+//!   tier uses.
+//! - Clustered services run one compose service per member
+//!   (`NAME-0..NAME-n`), each with its own named volumes.
+//! - Published ports bind to 127.0.0.1 unless the port is `public`, which
+//!   binds to the environment's `publish-bind` (default 0.0.0.0).
+//! - Secrets never appear: `from="env:VAR"` becomes `${VAR:?...}`, read by
+//!   compose from its environment; `from="file:PATH"` becomes a compose
+//!   secret mounted under /run/secrets and `NAME_FILE` pointing at it.
+//! - Every `$` of a user value is written `$$`, so compose interpolates
+//!   only the secret references stackc writes itself.
+
+use serde_json::{Map, Value, json};
+
+use super::{
+    Artifact, Ctx, LABEL_CONFIG_HASH, LABEL_OWNER, LABEL_SERVICE, LABEL_STACK, OWNER, Target,
+    instances::Instance, nginx, short_hash,
+};
+use crate::model::*;
+
+pub const PATH: &str = "compose/docker-compose.yml";
+
+/// Escape a user value for compose interpolation.
+pub fn escape(s: &str) -> String {
+    s.replace('$', "$$")
+}
+
+/// Default images of the components stackc adds itself.
+pub const NGINX_IMAGE: &str = "nginx:1.27-alpine";
+pub const PROMETHEUS_IMAGE: &str = "prom/prometheus:v2.53.0";
+pub const GRAFANA_IMAGE: &str = "grafana/grafana:11.1.0";
+
+/// Image and target flag of the exporter for `kind`.
+pub fn exporter_image(kind: &str) -> Option<(&'static str, &'static str)> {
+    Some(match kind {
+        "postgres" => (
+            "prometheuscommunity/postgres-exporter:v0.15.0",
+            "env:DATA_SOURCE_URI",
+        ),
+        "redis" => ("oliver006/redis_exporter:v1.62.0", "env:REDIS_ADDR"),
+        "mysql" => ("prom/mysqld-exporter:v0.15.1", "arg:--mysqld.address"),
+        "elasticsearch" => (
+            "quay.io/prometheuscommunity/elasticsearch-exporter:v1.7.0",
+            "arg:--es.uri",
+        ),
+        "consul" => ("prom/consul-exporter:v0.12.0", "arg:--consul.server"),
+        "nginx" => (
+            "nginx/nginx-prometheus-exporter:1.3.0",
+            "arg:--nginx.scrape-uri",
+        ),
+        "node" => ("prom/node-exporter:v1.8.2", ""),
+        _ => return None,
+    })
+}
+
+fn network_name(cx: &Ctx) -> String {
+    cx.topology
+        .network
+        .as_ref()
+        .map_or_else(|| cx.stack().to_string(), |n| n.name.value.clone())
+}
+
+/// The network's dynamic range: the highest /24 (or smaller block) of the
+/// subnet that no tier overlaps.
+fn dynamic_range(net: &Network) -> Option<ipnet::Ipv4Net> {
+    let prefix = net.subnet.value.prefix_len().clamp(24, 30);
+    let subnets: Vec<ipnet::Ipv4Net> = net.subnet.value.subnets(prefix).ok()?.collect();
+    subnets.into_iter().rev().find(|cand| {
+        !net.tiers.iter().any(|t| {
+            t.subnet.value.contains(&cand.network()) || cand.contains(&t.subnet.value.network())
+        })
+    })
+}
+
+fn labels(cx: &Ctx, service: &str, extra: &[(Spanned<String>, String)]) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert(LABEL_STACK.into(), json!(cx.stack()));
+    m.insert(LABEL_SERVICE.into(), json!(service));
+    m.insert(LABEL_OWNER.into(), json!(OWNER));
+    for (k, v) in extra {
+        m.insert(k.value.clone(), json!(escape(v)));
+    }
+    m
+}
+
+use crate::source::Spanned;
+
+fn networking(cx: &Ctx, alias: &str, address: Option<std::net::Ipv4Addr>) -> Value {
+    let mut n = Map::new();
+    if let Some(a) = address {
+        n.insert("ipv4_address".into(), json!(a.to_string()));
+    }
+    n.insert("aliases".into(), json!([alias]));
+    json!({ network_name(cx): n })
+}
+
+fn publish_bind(cx: &Ctx) -> String {
+    cx.topology
+        .env()
+        .and_then(|e| e.publish_bind.as_ref())
+        .map_or_else(|| "0.0.0.0".to_string(), |a| a.value.to_string())
+}
+
+fn port_mapping(cx: &Ctx, host: u16, container: u16, public: bool, proto: Protocol) -> Value {
+    let bind = if public {
+        publish_bind(cx)
+    } else {
+        "127.0.0.1".to_string()
+    };
+    let suffix = if proto == Protocol::Udp { "/udp" } else { "" };
+    json!(format!("{bind}:{host}:{container}{suffix}"))
+}
+
+fn healthcheck(h: &Health) -> Value {
+    let test = match &h.probe {
+        HealthProbe::Cmd(c) => escape(&c.value),
+        HealthProbe::Http { path, port } => {
+            format!(
+                "wget -q -O /dev/null http://127.0.0.1:{}{} || exit 1",
+                port.value,
+                escape(&path.value)
+            )
+        }
+        HealthProbe::Tcp(port) => format!("nc -z 127.0.0.1 {} || exit 1", port.value),
+    };
+    let mut m = Map::new();
+    m.insert("test".into(), json!(["CMD-SHELL", test]));
+    m.insert("interval".into(), json!(compose_duration(&h.interval)));
+    m.insert("timeout".into(), json!(compose_duration(&h.timeout)));
+    m.insert("retries".into(), json!(h.retries));
+    if let Some(p) = &h.start_period {
+        m.insert("start_period".into(), json!(compose_duration(p)));
+    }
+    Value::Object(m)
+}
+
+/// Compose reads Go-style durations: `1m30s`, `500ms`.
+fn compose_duration(d: &Duration) -> String {
+    let mut ms = d.millis;
+    let mut out = String::new();
+    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms >= size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    if ms > 0 || out.is_empty() {
+        out.push_str(&format!("{ms}ms"));
+    }
+    out
+}
+
+fn cpus(c: &Cpu) -> String {
+    let whole = c.millis / 1000;
+    let frac = c.millis % 1000;
+    if frac == 0 {
+        whole.to_string()
+    } else {
+        format!("{whole}.{}", format!("{frac:03}").trim_end_matches('0'))
+    }
+}
+
+fn resources(r: &Resources) -> Value {
+    let set = |s: &ResourceSet| {
+        let mut m = Map::new();
+        if let Some(c) = &s.cpu {
+            m.insert("cpus".into(), json!(cpus(&c.value)));
+        }
+        if let Some(mem) = &s.memory {
+            m.insert("memory".into(), json!(mem.value.bytes.to_string()));
+        }
+        m
+    };
+    let mut res = Map::new();
+    let limits = set(&r.limits);
+    if !limits.is_empty() {
+        res.insert("limits".into(), Value::Object(limits));
+    }
+    let reservations = set(&r.requests);
+    if !reservations.is_empty() {
+        res.insert("reservations".into(), Value::Object(reservations));
+    }
+    json!({ "resources": res })
+}
+
+fn condition(c: Condition) -> &'static str {
+    match c {
+        Condition::Started => "service_started",
+        Condition::Healthy => "service_healthy",
+        Condition::Completed => "service_completed_successfully",
+    }
+}
+
+/// The compose service for one instance of a service.
+fn service_instance(
+    cx: &mut Ctx,
+    s: &Service,
+    inst: &Instance,
+    secrets: &mut Map<String, Value>,
+    volumes: &mut Map<String, Value>,
+) -> Value {
+    let t = cx.topology;
+    let mut m = Map::new();
+    m.insert("image".into(), json!(s.image.value));
+    let mut command: Vec<String> = s.command.iter().map(|c| escape(&c.value)).collect();
+    command.extend(s.args.iter().map(|a| escape(&a.value)));
+    if !command.is_empty() {
+        m.insert("command".into(), json!(command));
+    }
+    let mut env = Map::new();
+    for e in &s.env {
+        env.insert(e.name.value.clone(), json!(escape(&e.value.value)));
+    }
+    if let Some(r) = &s.runtime_opts {
+        env.insert(r.env.clone(), json!(escape(&r.value.value)));
+    }
+    let mut svc_secrets = Vec::new();
+    for sec in &s.secrets {
+        match &sec.source {
+            SecretSource::Env(var) => {
+                env.insert(
+                    sec.name.value.clone(),
+                    json!(format!(
+                        "${{{var}:?set {var} to the value of secret {}}}",
+                        sec.name.value
+                    )),
+                );
+            }
+            SecretSource::File(path) => {
+                let id = format!(
+                    "{}-{}",
+                    s.name.value,
+                    sec.name.value.to_lowercase().replace(['_', '.'], "-")
+                );
+                secrets.insert(id.clone(), json!({ "file": escape(path) }));
+                svc_secrets.push(json!({ "source": id, "target": sec.name.value }));
+                env.insert(
+                    format!("{}_FILE", sec.name.value),
+                    json!(format!("/run/secrets/{}", sec.name.value)),
+                );
+            }
+        }
+    }
+    if !env.is_empty() {
+        m.insert("environment".into(), Value::Object(env));
+    }
+    if !svc_secrets.is_empty() {
+        m.insert("secrets".into(), json!(svc_secrets));
+    }
+    let clustered = inst.name != s.name.value;
+    if !s.volumes.is_empty() {
+        let mut mounts = Vec::new();
+        for v in &s.volumes {
+            // Each member of a cluster keeps its own data.
+            let name = if clustered {
+                format!("{}-{}", v.name.value, inst.ordinal)
+            } else {
+                v.name.value.clone()
+            };
+            volumes.insert(
+                name.clone(),
+                json!({ "labels": { LABEL_STACK: cx.stack(), LABEL_OWNER: OWNER } }),
+            );
+            let ro = if v.read_only { ":ro" } else { "" };
+            mounts.push(json!(format!("{name}:{}{ro}", escape(&v.path.value))));
+        }
+        m.insert("volumes".into(), json!(mounts));
+    }
+    let published: Vec<&Port> = s.ports.iter().filter(|p| p.published.is_some()).collect();
+    if !published.is_empty() {
+        if inst.ordinal == 0 {
+            let ports: Vec<Value> = published
+                .iter()
+                .map(|p| {
+                    port_mapping(
+                        cx,
+                        p.published.as_ref().map_or(p.container.value, |h| h.value),
+                        p.container.value,
+                        p.public,
+                        p.protocol,
+                    )
+                })
+                .collect();
+            m.insert("ports".into(), json!(ports));
+        }
+        if clustered && inst.ordinal == 1 {
+            cx.unmapped(
+                Target::Compose,
+                format!("published ports of clustered service `{}`", s.name.value).as_str(),
+                published[0].span,
+                "a host port can be bound once: only member 0 publishes it; put a balancer in front of the cluster",
+            );
+        }
+    }
+    if let Some(h) = &s.health {
+        m.insert("healthcheck".into(), healthcheck(h));
+    }
+    let mut deps = Map::new();
+    for d in &s.depends_on {
+        let names: Vec<String> = if let Some(dep) = t.service(&d.service.value) {
+            cx.plan
+                .of(t, &dep.name.value)
+                .iter()
+                .map(|i| i.name.clone())
+                .collect()
+        } else {
+            vec![d.service.value.clone()]
+        };
+        for n in names {
+            deps.insert(n, json!({ "condition": condition(d.condition) }));
+        }
+    }
+    if !deps.is_empty() {
+        m.insert("depends_on".into(), Value::Object(deps));
+    }
+    if let Some(r) = &s.resources {
+        m.insert("deploy".into(), resources(r));
+    }
+    m.insert(
+        "restart".into(),
+        json!(match s.restart {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+        }),
+    );
+    let mut l = labels(cx, &s.name.value, &s.labels);
+    l.insert("io.stackc.instance".into(), json!(inst.name));
+    l.insert("io.stackc.role".into(), json!(inst.role.as_str()));
+    m.insert("labels".into(), Value::Object(l));
+    m.insert(
+        "networks".into(),
+        networking(cx, &s.name.value, inst.address),
+    );
+    let hash = short_hash(&Value::Object(m.clone()).to_string());
+    if let Some(Value::Object(l)) = m.get_mut("labels") {
+        l.insert(LABEL_CONFIG_HASH.into(), json!(hash));
+    }
+    Value::Object(m)
+}
+
+fn exporter_service(cx: &Ctx, s: &Service, x: &Exporter) -> Option<(String, Value)> {
+    let (default_image, how) = exporter_image(&x.kind.value)?;
+    let image = x
+        .image
+        .as_ref()
+        .map_or(default_image.to_string(), |i| i.value.clone());
+    let port = s.ports.first().map_or(0, |p| p.container.value);
+    let target = match x.kind.value.as_str() {
+        "postgres" => format!("{}:{port}/postgres?sslmode=disable", s.name.value),
+        "redis" => format!("redis://{}:{port}", s.name.value),
+        "elasticsearch" | "consul" => format!("http://{}:{port}", s.name.value),
+        _ => format!("{}:{port}", s.name.value),
+    };
+    let mut m = Map::new();
+    m.insert("image".into(), json!(image));
+    if let Some(var) = how.strip_prefix("env:") {
+        m.insert("environment".into(), json!({ var: target }));
+    } else if let Some(flag) = how.strip_prefix("arg:") {
+        m.insert("command".into(), json!([format!("{flag}={target}")]));
+    }
+    let name = format!("{}-{}-exporter", s.name.value, x.kind.value);
+    m.insert("depends_on".into(), json!({ cx.plan.of(cx.topology, &s.name.value)[0].name.clone(): { "condition": "service_started" } }));
+    m.insert("restart".into(), json!("unless-stopped"));
+    m.insert("labels".into(), Value::Object(labels(cx, &name, &[])));
+    m.insert("networks".into(), networking(cx, &name, None));
+    Some((name, Value::Object(m)))
+}
+
+pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
+    let t = cx.topology;
+    let mut services = Map::new();
+    let mut secrets = Map::new();
+    let mut volumes = Map::new();
+    for (i, s) in t.services.iter().enumerate() {
+        let instances = cx.plan.services[i].clone();
+        for inst in &instances {
+            let v = service_instance(cx, s, inst, &mut secrets, &mut volumes);
+            services.insert(inst.name.clone(), v);
+        }
+        for x in &s.exporters {
+            match exporter_service(cx, s, x) {
+                Some((name, v)) => {
+                    services.insert(name, v);
+                }
+                None => cx.unmapped(
+                    Target::Compose,
+                    &format!("exporter `{}`", x.kind.value),
+                    x.span,
+                    "stackc knows no image for this exporter; set image= on the exporter",
+                ),
+            }
+        }
+        if let Some(a) = &s.autoscale {
+            cx.unmapped(
+                Target::Compose,
+                "autoscale",
+                a.span,
+                "compose has no autoscaler: the service runs its cluster replicas",
+            );
+        }
+        if let Some(v) = &s.vertical_autoscale {
+            cx.unmapped(
+                Target::Compose,
+                "vertical-autoscale",
+                v.span,
+                "compose has no vertical autoscaler: resources stay as declared",
+            );
+        }
+    }
+    for (bi, b) in t.balancers.iter().enumerate() {
+        for inst in cx.plan.balancers[bi].clone() {
+            let mut m = Map::new();
+            m.insert(
+                "image".into(),
+                json!(b.image.as_ref().map_or(NGINX_IMAGE, |i| i.value.as_str())),
+            );
+            m.insert(
+                "volumes".into(),
+                json!([format!("../{}:/etc/nginx/nginx.conf:ro", nginx::path(b))]),
+            );
+            if inst.ordinal == 0 {
+                let ports: Vec<Value> = b
+                    .listeners
+                    .iter()
+                    .map(|l| {
+                        port_mapping(
+                            cx,
+                            l.published.as_ref().map_or(l.port.value, |p| p.value),
+                            l.port.value,
+                            l.public,
+                            Protocol::Tcp,
+                        )
+                    })
+                    .collect();
+                if !ports.is_empty() {
+                    m.insert("ports".into(), json!(ports));
+                }
+            }
+            let listen = b.listeners.first().map_or(80, |l| l.port.value);
+            m.insert("healthcheck".into(), json!({
+                "test": ["CMD-SHELL", format!("wget -q -O /dev/null http://127.0.0.1:{listen}{} || exit 1", nginx::HEALTH_PATH)],
+                "interval": "5s", "timeout": "3s", "retries": 3,
+            }));
+            let mut deps = Map::new();
+            for r in &b.routes {
+                for target in cx.plan.of(t, &r.to.value) {
+                    deps.insert(
+                        target.name.clone(),
+                        json!({ "condition": "service_healthy" }),
+                    );
+                }
+            }
+            // Routes to services without a health check can only wait for start.
+            for r in &b.routes {
+                if let Some(s) = t.service(&r.to.value).filter(|s| s.health.is_none()) {
+                    for target in cx.plan.of(t, &s.name.value) {
+                        deps.insert(
+                            target.name.clone(),
+                            json!({ "condition": "service_started" }),
+                        );
+                    }
+                }
+            }
+            if !deps.is_empty() {
+                m.insert("depends_on".into(), Value::Object(deps));
+            }
+            m.insert("restart".into(), json!("unless-stopped"));
+            let mut l = labels(cx, &b.name.value, &[]);
+            l.insert("io.stackc.instance".into(), json!(inst.name));
+            m.insert("labels".into(), Value::Object(l));
+            m.insert(
+                "networks".into(),
+                networking(cx, &b.name.value, inst.address),
+            );
+            services.insert(inst.name.clone(), Value::Object(m));
+        }
+        if t.monitoring.is_some() {
+            let name = format!("{}-nginx-exporter", b.name.value);
+            let listen = b.listeners.first().map_or(80, |l| l.port.value);
+            services.insert(name.clone(), json!({
+                "image": exporter_image("nginx").map(|e| e.0),
+                "command": [format!("--nginx.scrape-uri=http://{}:{listen}{}", b.name.value, nginx::STATUS_PATH)],
+                "restart": "unless-stopped",
+                "labels": labels(cx, &name, &[]),
+                "networks": networking(cx, &name, None),
+            }));
+        }
+    }
+    if let Some(mon) = &t.monitoring {
+        let p = &mon.prometheus;
+        let inst = cx.plan.monitoring.get("prometheus").cloned();
+        let mut m = Map::new();
+        m.insert(
+            "image".into(),
+            json!(
+                p.image
+                    .as_ref()
+                    .map_or(PROMETHEUS_IMAGE, |i| i.value.as_str())
+            ),
+        );
+        m.insert(
+            "command".into(),
+            json!([
+                "--config.file=/etc/prometheus/prometheus.yml",
+                "--storage.tsdb.path=/prometheus",
+                format!("--storage.tsdb.retention.time={}", p.retention.text),
+                format!("--web.listen-address=:{}", p.port),
+            ]),
+        );
+        m.insert(
+            "volumes".into(),
+            json!([
+                "../prometheus:/etc/prometheus:ro",
+                "prometheus-data:/prometheus"
+            ]),
+        );
+        volumes.insert(
+            "prometheus-data".into(),
+            json!({ "labels": { LABEL_STACK: cx.stack(), LABEL_OWNER: OWNER } }),
+        );
+        if let Some(h) = &p.published {
+            m.insert(
+                "ports".into(),
+                json!([port_mapping(cx, h.value, p.port, false, Protocol::Tcp)]),
+            );
+        }
+        m.insert("healthcheck".into(), json!({
+            "test": ["CMD-SHELL", format!("wget -q -O /dev/null http://127.0.0.1:{}/-/ready || exit 1", p.port)],
+            "interval": "10s", "timeout": "3s", "retries": 3,
+        }));
+        m.insert("restart".into(), json!("unless-stopped"));
+        m.insert(
+            "labels".into(),
+            Value::Object(labels(cx, "prometheus", &[])),
+        );
+        m.insert(
+            "networks".into(),
+            networking(cx, "prometheus", inst.and_then(|i| i.address)),
+        );
+        services.insert("prometheus".into(), Value::Object(m));
+        if let Some(g) = &mon.grafana {
+            let inst = cx.plan.monitoring.get("grafana").cloned();
+            let mut m = Map::new();
+            m.insert(
+                "image".into(),
+                json!(g.image.as_ref().map_or(GRAFANA_IMAGE, |i| i.value.as_str())),
+            );
+            let mut mounts = vec![json!(
+                "../grafana/provisioning:/etc/grafana/provisioning:ro"
+            )];
+            if g.dashboards {
+                mounts.push(json!(
+                    "../grafana/dashboards:/var/lib/grafana/dashboards:ro"
+                ));
+            }
+            m.insert("volumes".into(), json!(mounts));
+            m.insert(
+                "environment".into(),
+                json!({ "GF_SERVER_HTTP_PORT": g.port.to_string() }),
+            );
+            if let Some(h) = &g.published {
+                m.insert(
+                    "ports".into(),
+                    json!([port_mapping(cx, h.value, g.port, false, Protocol::Tcp)]),
+                );
+            }
+            m.insert(
+                "depends_on".into(),
+                json!({ "prometheus": { "condition": "service_started" } }),
+            );
+            m.insert("restart".into(), json!("unless-stopped"));
+            m.insert("labels".into(), Value::Object(labels(cx, "grafana", &[])));
+            m.insert(
+                "networks".into(),
+                networking(cx, "grafana", inst.and_then(|i| i.address)),
+            );
+            services.insert("grafana".into(), Value::Object(m));
+        }
+        for x in &mon.exporters {
+            let name = format!("{}-exporter", x.value);
+            match exporter_image(&x.value) {
+                Some((image, _)) => {
+                    services.insert(
+                        name.clone(),
+                        json!({
+                            "image": image,
+                            "restart": "unless-stopped",
+                            "labels": labels(cx, &name, &[]),
+                            "networks": networking(cx, &name, None),
+                        }),
+                    );
+                }
+                None => cx.unmapped(
+                    Target::Compose,
+                    &format!("exporter `{}`", x.value),
+                    x.span,
+                    "stackc knows no image for this exporter",
+                ),
+            }
+        }
+    }
+    for j in &t.jobs {
+        cx.unmapped(Target::Compose, &format!("job `{}`", j.name.value), j.span, "compose has no scheduler: run the job from cron, or use the kubernetes target (CronJob)");
+    }
+    if let Some(k) = &t.kubernetes {
+        cx.unmapped(
+            Target::Compose,
+            "the kubernetes block",
+            k.span,
+            "namespace, RBAC and network policies apply to the kubernetes target only",
+        );
+    }
+
+    let mut network = Map::new();
+    network.insert("driver".into(), json!("bridge"));
+    if let Some(net) = &t.network {
+        let mut cfg = Map::new();
+        cfg.insert("subnet".into(), json!(net.subnet.value.to_string()));
+        if let Some(r) = dynamic_range(net) {
+            cfg.insert("ip_range".into(), json!(r.to_string()));
+        }
+        network.insert("ipam".into(), json!({ "config": [cfg] }));
+    }
+    network.insert(
+        "labels".into(),
+        json!({ LABEL_STACK: cx.stack(), LABEL_OWNER: OWNER }),
+    );
+
+    let mut doc = Map::new();
+    doc.insert("services".into(), Value::Object(services));
+    doc.insert("networks".into(), json!({ network_name(cx): network }));
+    if !volumes.is_empty() {
+        doc.insert("volumes".into(), Value::Object(volumes));
+    }
+    if !secrets.is_empty() {
+        doc.insert("secrets".into(), Value::Object(secrets));
+    }
+    let header = format!(
+        "# Generated by stackc from the topology of stack `{}`. Do not edit: change the topology and run `stackc build`.\n",
+        cx.stack()
+    );
+    vec![Artifact::new(
+        PATH,
+        header + &crate::yaml::to_string(&Value::Object(doc)),
+    )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_go_form() {
+        assert_eq!(compose_duration(&Duration::parse("90s").unwrap()), "1m30s");
+        assert_eq!(
+            compose_duration(&Duration::parse("500ms").unwrap()),
+            "500ms"
+        );
+        assert_eq!(compose_duration(&Duration::parse("1h").unwrap()), "1h");
+    }
+
+    #[test]
+    fn cpus_as_decimal() {
+        assert_eq!(cpus(&Cpu::parse("500m").unwrap()), "0.5");
+        assert_eq!(cpus(&Cpu::parse("2").unwrap()), "2");
+        assert_eq!(cpus(&Cpu::parse("1250m").unwrap()), "1.25");
+    }
+
+    #[test]
+    fn dollar_is_escaped() {
+        assert_eq!(escape("a$b${c}$(d)"), "a$$b$${c}$$(d)");
+    }
+}

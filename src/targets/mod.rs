@@ -1,0 +1,137 @@
+//! Targets: one resolved topology -> artifact files for each consumer.
+//!
+//! Each target is a sibling module over the same model and graph:
+//! [`compose`], [`nginx`], [`prometheus`], [`grafana`], [`kubernetes`].
+//! Emitters are pure: they return [`Artifact`]s (path + text) and
+//! warnings for settings they cannot express (lossless or loud). Writing
+//! files is the caller's job.
+
+pub mod compose;
+pub mod grafana;
+pub mod instances;
+pub mod kubernetes;
+pub mod nginx;
+pub mod prometheus;
+
+use crate::diag::{Code, Diagnostic, Diagnostics};
+use crate::graph::Graph;
+use crate::model::Topology;
+use crate::source::Span;
+pub use instances::{Instance, Plan, Role};
+
+/// One generated file, its path relative to the output directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub path: String,
+    pub content: String,
+}
+
+impl Artifact {
+    pub fn new(path: impl Into<String>, content: impl Into<String>) -> Self {
+        Artifact {
+            path: path.into(),
+            content: content.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Target {
+    Compose,
+    Nginx,
+    Prometheus,
+    Grafana,
+    Kubernetes,
+}
+
+impl Target {
+    pub const ALL: [Target; 5] = [
+        Target::Compose,
+        Target::Nginx,
+        Target::Prometheus,
+        Target::Grafana,
+        Target::Kubernetes,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Compose => "compose",
+            Target::Nginx => "nginx",
+            Target::Prometheus => "prometheus",
+            Target::Grafana => "grafana",
+            Target::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// What every emitter reads, and where it reports what it cannot map.
+pub struct Ctx<'a> {
+    pub topology: &'a Topology,
+    pub graph: &'a Graph,
+    pub plan: Plan,
+    pub warnings: Diagnostics,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(topology: &'a Topology, graph: &'a Graph) -> Self {
+        Ctx {
+            topology,
+            graph,
+            plan: Plan::new(topology),
+            warnings: Diagnostics::new(),
+        }
+    }
+
+    /// Report a setting that `target` cannot express.
+    pub fn unmapped(&mut self, target: Target, setting: &str, span: Span, why: &str) {
+        self.warnings.push(
+            Diagnostic::warning(
+                Code::Unmapped,
+                format!("{setting}: not mapped onto {}", target.name()),
+            )
+            .at(span, format!("ignored by the {} target", target.name()))
+            .help(why.to_string()),
+        );
+    }
+
+    /// Stack name, used in labels and object names.
+    pub fn stack(&self) -> &str {
+        &self.topology.stack.name.value
+    }
+}
+
+/// Build every requested target. Artifacts are sorted by path.
+pub fn build(
+    topology: &Topology,
+    graph: &Graph,
+    targets: &[Target],
+) -> (Vec<Artifact>, Diagnostics) {
+    let mut cx = Ctx::new(topology, graph);
+    let mut out = Vec::new();
+    for t in targets {
+        match t {
+            Target::Compose => out.extend(compose::emit(&mut cx)),
+            Target::Nginx => out.extend(nginx::emit(&mut cx)),
+            Target::Prometheus => out.extend(prometheus::emit(&mut cx)),
+            Target::Grafana => out.extend(grafana::emit(&mut cx)),
+            Target::Kubernetes => out.extend(kubernetes::emit(&mut cx)),
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    (out, cx.warnings)
+}
+
+/// Labels every generated object carries (compose labels, Kubernetes
+/// labels): ownership by stackc and the stack.
+pub const LABEL_STACK: &str = "io.stackc.stack";
+pub const LABEL_SERVICE: &str = "io.stackc.service";
+pub const LABEL_CONFIG_HASH: &str = "io.stackc.config-hash";
+pub const LABEL_OWNER: &str = "io.stackc.owner";
+pub const OWNER: &str = "stackc";
+
+/// A short stable hash (hex) of some text: config hashes in labels.
+pub fn short_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(text.as_bytes());
+    d.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}

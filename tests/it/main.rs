@@ -1,0 +1,8 @@
+//! Integration tests, built into one binary to keep link time down.
+
+mod cli;
+mod examples;
+mod hostile;
+mod invalid;
+mod support;
+mod targets;
