@@ -15,8 +15,13 @@ use serde_json::Value;
 pub fn to_string<T: Serialize>(value: &T) -> String {
     // Plain data (maps, strings, numbers) always converts.
     let v = serde_json::to_value(value).expect("plain data converts to a value");
+    value_to_string(&v)
+}
+
+/// As [`to_string`], for a value already built (no conversion copy).
+pub fn value_to_string(v: &Value) -> String {
     let mut out = String::new();
-    match &v {
+    match v {
         Value::Object(m) if !m.is_empty() => map(&mut out, m, 0),
         Value::Array(a) if !a.is_empty() => seq(&mut out, a, 0),
         other => {

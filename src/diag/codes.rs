@@ -503,6 +503,28 @@ the full capability table.
 `autoscale` on the docker-compose target: compose has no autoscaler, so the
 service runs its `replicas` count.";
 
+    UnknownJob => "unknown-job", "an alert selects a scrape job or service that does not exist",
+"## What it checks
+In user alert expressions, `job=\"X\"` must name a scrape job stackc
+generates (`<service>` for a metrics endpoint, `<service>-exporter`,
+`<balancer>-nginx`, host exporters by kind, `prometheus`), and
+`service=\"X\"` a declared service.
+
+## Why
+An alert on a job that is never scraped has no series: it never fires,
+and nobody notices until the outage it was meant to catch.";
+
+    RouteWithoutHealth => "route-without-health", "a balancer routes to a service without a health check",
+"## Why (warning)
+nginx then notices a dead upstream only after failed requests, `apply`
+cannot wait for the service before starting the balancer, and rollouts
+have no health to gate on.";
+
+    MetricsUnscraped => "metrics-unscraped", "a service exposes metrics but the topology has no monitoring",
+"## Why (warning)
+Without a `monitoring` block no Prometheus is generated, so the declared
+endpoint is never read. Add monitoring (or import \"observability\").";
+
     UnusedRateLimit => "unused-rate-limit", "a rate limit that no route uses",
 "## Why (warning)
 A declared but unused rate limit protects nothing; it is usually a misspelt

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Artifact, Ctx, LABEL_CONFIG_HASH, LABEL_OWNER, LABEL_SERVICE, LABEL_STACK, OWNER, Target,
-    instances::Instance, nginx, short_hash,
+    instances::Instance, nginx,
 };
 use crate::model::*;
 
@@ -302,15 +302,16 @@ fn service_instance(
     }
     let mut deps = Map::new();
     for d in &s.depends_on {
-        let names: Vec<String> = if let Some(dep) = t.service(&d.service.value) {
-            cx.plan
-                .of(t, &dep.name.value)
-                .iter()
-                .map(|i| i.name.clone())
-                .collect()
-        } else {
-            vec![d.service.value.clone()]
-        };
+        let names: Vec<String> =
+            if let Some(dep) = cx.plan.index(&d.service.value).map(|i| &t.services[i]) {
+                cx.plan
+                    .of(t, &dep.name.value)
+                    .iter()
+                    .map(|i| i.name.clone())
+                    .collect()
+            } else {
+                vec![d.service.value.clone()]
+            };
         for n in names {
             deps.insert(n, json!({ "condition": condition(d.condition) }));
         }
@@ -338,7 +339,7 @@ fn service_instance(
         "networks".into(),
         networking(cx, &s.name.value, inst.address),
     );
-    let hash = short_hash(&Value::Object(m.clone()).to_string());
+    let hash = super::hash_json(&m);
     if let Some(Value::Object(l)) = m.get_mut("labels") {
         l.insert(LABEL_CONFIG_HASH.into(), json!(hash));
     }
@@ -459,7 +460,12 @@ pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
             }
             // Routes to services without a health check can only wait for start.
             for r in &b.routes {
-                if let Some(s) = t.service(&r.to.value).filter(|s| s.health.is_none()) {
+                if let Some(s) = cx
+                    .plan
+                    .index(&r.to.value)
+                    .map(|i| &t.services[i])
+                    .filter(|s| s.health.is_none())
+                {
                     for target in cx.plan.of(t, &s.name.value) {
                         deps.insert(
                             target.name.clone(),
@@ -648,7 +654,7 @@ pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
     );
     vec![Artifact::new(
         PATH,
-        header + &crate::yaml::to_string(&Value::Object(doc)),
+        header + &crate::yaml::value_to_string(&Value::Object(doc)),
     )]
 }
 

@@ -65,6 +65,8 @@ pub struct Plan {
     pub balancers: Vec<Vec<Instance>>,
     /// Monitoring components by name (`prometheus`, `grafana`, exporters).
     pub monitoring: HashMap<String, Instance>,
+    /// Service name -> index in `Topology::services`.
+    pub by_name: HashMap<String, usize>,
 }
 
 fn roles(strategy: Strategy, ordinal: u32) -> Role {
@@ -103,6 +105,9 @@ impl Plan {
             next: HashMap::new(),
         };
         let mut plan = Plan::default();
+        for (i, s) in t.services.iter().enumerate() {
+            plan.by_name.entry(s.name.value.clone()).or_insert(i);
+        }
         for (i, s) in t.services.iter().enumerate() {
             let n = s.instances();
             let tier = s.tier.as_ref().map(|x| x.value.as_str());
@@ -180,10 +185,12 @@ impl Plan {
     }
 
     /// Instances of the service named `name`.
-    pub fn of(&self, t: &Topology, name: &str) -> &[Instance] {
-        t.services
-            .iter()
-            .position(|s| s.name.value == name)
-            .map_or(&[], |i| &self.services[i])
+    pub fn of(&self, _t: &Topology, name: &str) -> &[Instance] {
+        self.by_name.get(name).map_or(&[], |i| &self.services[*i])
+    }
+
+    /// Index of the service named `name` in `Topology::services`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 }

@@ -129,9 +129,34 @@ pub const LABEL_CONFIG_HASH: &str = "io.stackc.config-hash";
 pub const LABEL_OWNER: &str = "io.stackc.owner";
 pub const OWNER: &str = "stackc";
 
-/// A short stable hash (hex) of some text: config hashes in labels.
+/// [`short_hash`] of a value's compact JSON, without building the string.
+pub fn hash_json<T: serde::Serialize>(value: &T) -> String {
+    struct Fnv(u64);
+    impl std::io::Write for Fnv {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            for b in buf {
+                self.0 ^= u64::from(*b);
+                self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    serde_json::to_writer(&mut h, value).expect("plain data serializes");
+    format!("{:016x}", h.0)
+}
+
+/// A short stable hash (hex) of some text: config hashes in labels, which
+/// tell whether a running container matches its definition. It needs to be
+/// stable across machines and versions, not secret: 64-bit FNV-1a.
 pub fn short_hash(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(text.as_bytes());
-    d.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }

@@ -515,9 +515,10 @@ fn balancer_alerts(cx: &Ctx, b: &Balancer, out: &mut Vec<Alert>) {
 /// Group alerts with the same name (one per balancer route) into one rule
 /// each: names stay unique within the file.
 fn dedupe(alerts: Vec<Alert>) -> Vec<Alert> {
-    let mut out: Vec<Alert> = Vec::new();
+    let mut out: Vec<Alert> = Vec::with_capacity(alerts.len());
+    let mut seen = std::collections::HashSet::new();
     for mut a in alerts {
-        if out.iter().any(|b| b.name == a.name) {
+        if !seen.insert(a.name.clone()) {
             let svc = a
                 .labels
                 .iter()
@@ -525,6 +526,7 @@ fn dedupe(alerts: Vec<Alert>) -> Vec<Alert> {
                 .map(|(_, v)| camel(v))
                 .unwrap_or_default();
             a.name = format!("{}{svc}", a.name);
+            seen.insert(a.name.clone());
         }
         out.push(a);
     }
@@ -602,7 +604,7 @@ pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
     };
     let mut out = vec![Artifact::new(
         CONFIG,
-        header(cx) + &crate::yaml::to_string(&scrape_config(cx)),
+        header(cx) + &crate::yaml::value_to_string(&scrape_config(cx)),
     )];
 
     let mut alerts = Vec::new();
@@ -624,11 +626,14 @@ pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
     out.push(Artifact::new(
         DERIVED_RULES,
         header(cx)
-            + &crate::yaml::to_string(&rules_file(&format!("{}-derived", cx.stack()), &alerts)),
+            + &crate::yaml::value_to_string(&rules_file(
+                &format!("{}-derived", cx.stack()),
+                &alerts,
+            )),
     ));
     out.push(Artifact::new(
         DERIVED_TESTS,
-        header(cx) + &crate::yaml::to_string(&tests_file("derived.rules.yml", &alerts)),
+        header(cx) + &crate::yaml::value_to_string(&tests_file("derived.rules.yml", &alerts)),
     ));
 
     if !mon.alerts.is_empty() {
@@ -669,7 +674,7 @@ pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
         let doc = json!({ "groups": [{ "name": format!("{}-user", cx.stack()), "rules": rules }] });
         out.push(Artifact::new(
             USER_RULES,
-            header(cx) + &crate::yaml::to_string(&doc),
+            header(cx) + &crate::yaml::value_to_string(&doc),
         ));
     }
     let _ = nginx::STATUS_PATH;

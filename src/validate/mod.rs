@@ -3,6 +3,7 @@
 //! lives in its own file and documents what it checks and why.
 
 mod cluster;
+pub mod crosscheck;
 mod duplicates;
 mod names;
 mod network;
@@ -27,6 +28,7 @@ pub fn validate(t: &Topology) -> Diagnostics {
     cluster::check(t, &mut out);
     ports::check(t, &mut out);
     warnings::check(t, &mut out);
+    crosscheck::check(t, &mut out);
     out
 }
 

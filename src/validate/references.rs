@@ -26,6 +26,10 @@ fn unknown(code: Code, what: &str, r: &Spanned<String>, known: &[&str], out: &mu
 pub fn check(t: &Topology, out: &mut Diagnostics) {
     let services: Vec<&str> = t.services.iter().map(|s| s.name.value.as_str()).collect();
     let components = super::component_names(t);
+    // Sets for lookups (topologies may have thousands of services); the
+    // lists stay for suggestions.
+    let service_set: std::collections::HashSet<&str> = services.iter().copied().collect();
+    let component_set: std::collections::HashSet<&str> = components.iter().copied().collect();
     let tiers: Vec<&str> = t
         .network
         .iter()
@@ -59,7 +63,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
     for s in &t.services {
         check_tier(&s.tier, out);
         for d in &s.depends_on {
-            if !components.contains(&d.service.value.as_str()) {
+            if !component_set.contains(d.service.value.as_str()) {
                 unknown(Code::UnknownService, "service", &d.service, &services, out);
             }
         }
@@ -77,7 +81,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
             .map(|r| r.name.value.as_str())
             .collect();
         for r in &b.routes {
-            if !services.contains(&r.to.value.as_str()) {
+            if !service_set.contains(r.to.value.as_str()) {
                 unknown(Code::UnknownService, "service", &r.to, &services, out);
             }
             if let Some(l) = &r.limit
@@ -105,14 +109,14 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
                 }
             }
             for s in &ph.services {
-                if !components.contains(&s.value.as_str()) {
+                if !component_set.contains(s.value.as_str()) {
                     unknown(Code::UnknownService, "service", s, &components, out);
                 }
             }
         }
     }
     for d in &t.drift_ignore {
-        if !components.contains(&d.service.value.as_str()) {
+        if !component_set.contains(d.service.value.as_str()) {
             unknown(
                 Code::UnknownService,
                 "service",

@@ -68,12 +68,17 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
         }
     }
 
+    let by_name: std::collections::HashMap<&str, &Service> = t
+        .services
+        .iter()
+        .map(|s| (s.name.value.as_str(), s))
+        .collect();
     for s in &t.services {
         for d in &s.depends_on {
             if d.condition != Condition::Healthy {
                 continue;
             }
-            if let Some(dep) = t.service(&d.service.value)
+            if let Some(dep) = by_name.get(d.service.value.as_str())
                 && dep.health.is_none()
             {
                 out.push(

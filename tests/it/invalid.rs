@@ -75,6 +75,8 @@ fn every_error_code_has_a_fixture() {
         Code::PublicPort,
         Code::HealthMissing,
         Code::Unmapped,
+        Code::RouteWithoutHealth,
+        Code::MetricsUnscraped,
         Code::UnusedRateLimit,
     ];
     let missing: Vec<String> = Code::ALL
