@@ -11,12 +11,16 @@
 //! [`check_file`] runs all three and returns every finding at once. The
 //! [`cli`] module is the only one that prints or touches files.
 
+pub mod apply;
 pub mod artifacts;
 pub mod cli;
 pub mod diag;
+pub mod drift;
 pub mod graph;
 pub mod model;
 pub mod parse;
+pub mod plan;
+pub mod profile;
 pub mod source;
 pub mod targets;
 pub mod validate;

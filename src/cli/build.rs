@@ -19,7 +19,7 @@ pub fn default_out(input: &Input) -> PathBuf {
 }
 
 /// Check and compile; `None` (after printing why) when there are errors.
-pub fn compile(ui: &Ui, input: &Input, selected: &[Target]) -> Option<Vec<Artifact>> {
+pub fn compile(ui: &Ui, input: &Input, selected: &[Target], quiet: bool) -> Option<Vec<Artifact>> {
     let checked = crate::check_file(&input.path(), input.env.as_deref());
     print_diags(ui, &checked);
     let (Some(t), Some(g), true) = (&checked.topology, &checked.graph, checked.ok()) else {
@@ -33,7 +33,7 @@ pub fn compile(ui: &Ui, input: &Input, selected: &[Target]) -> Option<Vec<Artifa
         selected
     };
     let (artifacts, warnings) = targets::build(t, g, targets);
-    if !warnings.is_empty() {
+    if !warnings.is_empty() && (!quiet || warnings.has_errors()) {
         eprint!(
             "{}",
             crate::diag::render(&warnings, &checked.sources, ui.color)
@@ -46,7 +46,7 @@ pub fn compile(ui: &Ui, input: &Input, selected: &[Target]) -> Option<Vec<Artifa
 }
 
 pub fn run_build(ui: &Ui, input: &Input, out: Option<PathBuf>, selected: &[Target]) -> u8 {
-    let Some(artifacts) = compile(ui, input, selected) else {
+    let Some(artifacts) = compile(ui, input, selected, false) else {
         return 1;
     };
     let out = out.unwrap_or_else(|| default_out(input));
@@ -64,7 +64,7 @@ pub fn run_build(ui: &Ui, input: &Input, out: Option<PathBuf>, selected: &[Targe
 }
 
 pub fn run_diff(ui: &Ui, input: &Input, out: Option<PathBuf>, selected: &[Target]) -> u8 {
-    let Some(artifacts) = compile(ui, input, selected) else {
+    let Some(artifacts) = compile(ui, input, selected, false) else {
         return 1;
     };
     let out = out.unwrap_or_else(|| default_out(input));

@@ -6,6 +6,7 @@
 
 mod build;
 mod check;
+mod engine;
 mod explain;
 mod fmt;
 mod graph;
@@ -98,6 +99,60 @@ pub enum Command {
         #[arg(long, value_enum, value_delimiter = ',')]
         target: Vec<crate::targets::Target>,
     },
+    /// Show what apply would change on the engine (never changes anything)
+    Plan {
+        #[command(flatten)]
+        input: Input,
+        #[command(flatten)]
+        engine: engine::EngineArgs,
+        /// Print the plan as JSON
+        #[arg(long)]
+        json: bool,
+        /// Exit 2 when there are changes (0 none, 1 error)
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Save the plan; `stackc apply FILE.json` applies exactly it
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Plan deletion of containers the topology no longer has
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Make the engine match the topology (or a saved plan), phase by phase
+    Apply {
+        #[command(flatten)]
+        input: Input,
+        #[command(flatten)]
+        engine: engine::EngineArgs,
+        /// Delete containers the topology no longer has (never volumes)
+        #[arg(long)]
+        prune: bool,
+        /// Longest wait, in seconds, for one container to become healthy
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Compare the live engine (and committed artifacts) with the topology; exit 2 on drift
+    Drift {
+        #[command(flatten)]
+        input: Input,
+        #[command(flatten)]
+        engine: engine::EngineArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the stack's containers and network (volumes only with --volumes)
+    Destroy {
+        #[command(flatten)]
+        input: Input,
+        #[command(flatten)]
+        engine: engine::EngineArgs,
+        /// Also remove the stack's named volumes (their data is lost)
+        #[arg(long)]
+        volumes: bool,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
     /// Format topology files canonically, keeping comments
     Fmt {
         /// Files to format [default: stack.kdl]
@@ -163,6 +218,31 @@ pub fn run(cli: Cli) -> u8 {
         } => graph::run(&ui, &input, if json { GraphFormat::Json } else { format }),
         Command::Build { input, out, target } => build::run_build(&ui, &input, out, &target),
         Command::Diff { input, out, target } => build::run_diff(&ui, &input, out, &target),
+        Command::Plan {
+            input,
+            engine,
+            json,
+            detailed_exitcode,
+            out,
+            prune,
+        } => engine::run_plan(&ui, &input, &engine, json, detailed_exitcode, out, prune),
+        Command::Apply {
+            input,
+            engine,
+            prune,
+            timeout,
+        } => engine::run_apply(&ui, &input, &engine, prune, timeout),
+        Command::Drift {
+            input,
+            engine,
+            json,
+        } => engine::run_drift(&ui, &input, &engine, json),
+        Command::Destroy {
+            input,
+            engine,
+            volumes,
+            yes,
+        } => engine::run_destroy(&ui, &input, &engine, volumes, yes),
         Command::Fmt { files, check } => fmt::run(&ui, &files, check),
         Command::Explain { code } => explain::run(code.as_deref()),
     }

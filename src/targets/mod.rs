@@ -20,7 +20,7 @@ use crate::source::Span;
 pub use instances::{Instance, Plan, Role};
 
 /// One generated file, its path relative to the output directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Artifact {
     pub path: String,
     pub content: String,

@@ -225,7 +225,11 @@ monitoring {
 }
 "#;
     let c = stackc::check_str("plain.kdl", text, &root(), None);
-    assert!(c.ok(), "{}", stackc::diag::render_plain(&c.diags, &c.sources));
+    assert!(
+        c.ok(),
+        "{}",
+        stackc::diag::render_plain(&c.diags, &c.sources)
+    );
     let (arts, _) = targets::build(
         c.topology.as_ref().expect("model"),
         c.graph.as_ref().expect("graph"),

@@ -1,0 +1,6 @@
+//! Apply stage: carry out a plan on a live engine. The only module (with
+//! `cli`) that talks to the outside world; everything it does is decided
+//! by the plan.
+
+pub mod docker;
+pub mod lock;

@@ -1,0 +1,485 @@
+//! `stackc plan`, `apply`, `drift` and `destroy` against a Docker engine.
+//!
+//! Exit codes follow Terraform: 0 success (no changes / in sync), 1 error,
+//! 2 changes present (`plan --detailed-exitcode`, `drift`), 130 when
+//! interrupted.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use clap::Args;
+
+use super::{Input, Ui, print_diags};
+use crate::apply::docker::{ApplyOptions, Engine};
+use crate::apply::lock::Lock;
+use crate::plan::{self, Action, Desired, Plan};
+use crate::profile::{self, Profile};
+
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Target profile: a name in targets/ or a .kdl path [default: the local Docker engine]
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+}
+
+/// A checked topology with its profile and desired state.
+pub struct Context {
+    pub profile: Profile,
+    pub desired: Desired,
+    pub topology: crate::model::Topology,
+    pub state_dir: PathBuf,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Check the topology, load the profile, compute the desired state.
+pub fn context(ui: &Ui, input: &Input, args: &EngineArgs) -> Option<Context> {
+    let checked = crate::check_file(&input.path(), input.env.as_deref());
+    print_diags(ui, &checked);
+    let (Some(t), Some(g), true) = (&checked.topology, &checked.graph, checked.ok()) else {
+        eprintln!("error: the topology has errors; nothing was planned");
+        return None;
+    };
+    let profile = match &args.target {
+        None => Profile::local(),
+        Some(name) => {
+            let start = input
+                .path()
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let start = std::fs::canonicalize(if start.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                &start
+            })
+            .unwrap_or(start);
+            let path = match profile::resolve(name, &start)
+                .or_else(|_| profile::resolve(name, &std::env::current_dir().unwrap_or_default()))
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return None;
+                }
+            };
+            let mut sources = crate::source::SourceMap::new();
+            match profile::load(&path, &mut sources) {
+                Ok(p) => p,
+                Err(d) => {
+                    eprint!("{}", crate::diag::render(&d, &sources, ui.color));
+                    return None;
+                }
+            }
+        }
+    };
+    let state_dir = if profile.state_dir.is_absolute() {
+        profile.state_dir.clone()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_default()
+            .join(&profile.state_dir)
+    };
+    let files_dir = state_dir.join(&t.stack.name.value).join("files");
+    let desired = plan::desired(t, g, &profile, &files_dir);
+    Some(Context {
+        profile,
+        desired,
+        topology: t.clone(),
+        state_dir,
+    })
+}
+
+fn load_profile(ui: &Ui, name: &str) -> Option<Profile> {
+    let path = match profile::resolve(name, &std::env::current_dir().unwrap_or_default()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    let mut sources = crate::source::SourceMap::new();
+    match profile::load(&path, &mut sources) {
+        Ok(p) => Some(p),
+        Err(d) => {
+            eprint!("{}", crate::diag::render(&d, &sources, ui.color));
+            None
+        }
+    }
+}
+
+fn connect(profile: &Profile, rt: &tokio::runtime::Runtime) -> Option<Engine> {
+    let engine = match Engine::connect(profile) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    if let Err(e) = rt.block_on(engine.ping()) {
+        eprintln!("error: {e}");
+        return None;
+    }
+    Some(engine)
+}
+
+pub fn run_plan(
+    ui: &Ui,
+    input: &Input,
+    args: &EngineArgs,
+    json: bool,
+    detailed: bool,
+    out: Option<PathBuf>,
+    prune: bool,
+) -> u8 {
+    let Some(cx) = context(ui, input, args) else {
+        return 1;
+    };
+    let rt = runtime();
+    let Some(engine) = connect(&cx.profile, &rt) else {
+        return 1;
+    };
+    let observed = match rt.block_on(engine.observe(&cx.desired)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let plan = plan::diff(&cx.desired, &observed, prune);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "stack": plan.stack,
+                "fingerprint": plan.fingerprint,
+                "changes": plan.changes,
+                "errors": plan.errors,
+                "has_changes": plan.has_changes(),
+            }))
+            .expect("json")
+        );
+    } else {
+        print!("{}", plan::render(&plan));
+    }
+    if let Some(path) = out {
+        let text = serde_json::to_string_pretty(&plan).expect("json");
+        if let Err(e) = super::fmt::write_atomic(&path, text.as_bytes()) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return 1;
+        }
+        eprintln!(
+            "saved the plan to {}; apply it with `stackc apply {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    if !plan.errors.is_empty() {
+        return 1;
+    }
+    if detailed && plan.has_changes() { 2 } else { 0 }
+}
+
+pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout_secs: u64) -> u8 {
+    let started = Instant::now();
+    // `stackc apply plan.json` applies exactly a saved plan.
+    let saved: Option<Plan> = match input
+        .file
+        .as_ref()
+        .filter(|f| f.extension().is_some_and(|e| e == "json"))
+    {
+        Some(f) => match std::fs::read_to_string(f)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("error: cannot read the saved plan {}: {e}", f.display());
+                return 1;
+            }
+        },
+        None => None,
+    };
+    let (profile, state_dir, desired, mut plan_to_apply) = match saved {
+        Some(p) => {
+            let profile = match &args.target {
+                None => Profile::local(),
+                Some(name) => match load_profile(ui, name) {
+                    Some(p) => p,
+                    None => return 1,
+                },
+            };
+            let state_dir = std::env::current_dir()
+                .unwrap_or_default()
+                .join(&profile.state_dir);
+            (profile, state_dir, p.desired.clone(), Some(p))
+        }
+        None => {
+            let Some(cx) = context(ui, input, args) else {
+                return 1;
+            };
+            (cx.profile, cx.state_dir, cx.desired, None)
+        }
+    };
+    let rt = runtime();
+    let Some(engine) = connect(&profile, &rt) else {
+        return 1;
+    };
+    let _lock = match Lock::acquire(&state_dir, &desired.stack, "stackc apply") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let observed = match rt.block_on(engine.observe(&desired)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let plan = match plan_to_apply.take() {
+        Some(saved) => {
+            if saved.fingerprint != observed.fingerprint() {
+                eprintln!(
+                    "error: the engine changed since this plan was made; run `stackc plan` again (nothing was changed)"
+                );
+                return 1;
+            }
+            saved
+        }
+        None => plan::diff(&desired, &observed, prune),
+    };
+    if !plan.errors.is_empty() {
+        for e in &plan.errors {
+            eprintln!("error: {e}");
+        }
+        return 1;
+    }
+    if !plan.has_changes() {
+        // Still make sure everything is up (unchanged containers could be
+        // unhealthy), but without a single mutating call.
+        println!(
+            "No changes. {} objects match the topology.",
+            plan.count(|a| matches!(a, Action::Unchanged))
+        );
+        return 0;
+    }
+    print!("{}", plan::render(&plan));
+    // Mounted config files first: containers read them when they start.
+    let files_dir = state_dir.join(&desired.stack).join("files");
+    if !desired.files.is_empty()
+        && let Err(e) = crate::artifacts::write(&files_dir, &desired.files)
+    {
+        eprintln!("error: {e}");
+        return 1;
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    let tty = std::io::stderr().is_terminal();
+    let progress = move |line: String| {
+        if tty {
+            eprintln!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
+        } else {
+            tracing::info!("{line}");
+            eprintln!("{line}");
+        }
+    };
+    let opts = ApplyOptions {
+        health_timeout: std::time::Duration::from_secs(timeout_secs),
+    };
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = engine.apply(&plan, &opts, &progress) => r,
+            _ = tokio::signal::ctrl_c() => {
+                flag.store(true, Ordering::SeqCst);
+                Err("interrupted".to_string())
+            }
+        }
+    });
+    match result {
+        Ok(s) => {
+            println!(
+                "Apply complete: {} created, {} recreated, {} started, {} deleted, {} unchanged in {:.1}s.",
+                s.created,
+                s.recreated,
+                s.started,
+                s.deleted,
+                s.unchanged,
+                started.elapsed().as_secs_f64()
+            );
+            0
+        }
+        Err(_) if interrupted.load(Ordering::SeqCst) => {
+            eprintln!(
+                "interrupted: the engine keeps what was done so far; run `stackc apply` again to converge"
+            );
+            130
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+pub fn run_drift(ui: &Ui, input: &Input, args: &EngineArgs, json: bool) -> u8 {
+    let Some(cx) = context(ui, input, args) else {
+        return 1;
+    };
+    let rt = runtime();
+    let Some(engine) = connect(&cx.profile, &rt) else {
+        return 1;
+    };
+    let result: Result<_, String> = rt.block_on(async {
+        let observed = engine.observe(&cx.desired).await?;
+        let mut live = HashMap::new();
+        for c in &cx.desired.containers {
+            if let Some(l) = engine.live(&c.name).await? {
+                live.insert(c.name.clone(), l);
+            }
+        }
+        Ok(crate::drift::compare(
+            &cx.desired,
+            &observed,
+            &live,
+            &cx.topology.drift_ignore,
+        ))
+    });
+    let mut items = match result {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    // Committed artifacts that no longer match the topology drift too.
+    let generated = super::build::default_out(input);
+    if generated.is_dir()
+        && let Some(arts) = super::build::compile(&Ui { color: false }, input, &[], true)
+    {
+        match crate::artifacts::diff(&generated, &arts) {
+            Ok((changes, _)) => {
+                for c in changes {
+                    let (path, what) = match c {
+                        crate::artifacts::Change::Added(p) => (p, "missing"),
+                        crate::artifacts::Change::Modified(p) => (p, "stale"),
+                        crate::artifacts::Change::Removed(p) => (p, "no longer generated"),
+                    };
+                    items.push(crate::drift::Item {
+                        object: format!("{}/{path}", generated.display()),
+                        field: "artifact".into(),
+                        expected: "as built from the topology".into(),
+                        actual: what.into(),
+                        ignored: None,
+                    });
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    }
+    let drifted = items.iter().filter(|i| i.ignored.is_none()).count();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "in_sync": drifted == 0, "drift": items })
+            )
+            .expect("json")
+        );
+    } else {
+        for i in &items {
+            match &i.ignored {
+                Some(reason) => println!(
+                    "  ignored {} {}: expected {}, found {} ({reason})",
+                    i.object, i.field, i.expected, i.actual
+                ),
+                None => println!(
+                    "  drift   {} {}: expected {}, found {}",
+                    i.object, i.field, i.expected, i.actual
+                ),
+            }
+        }
+        if drifted == 0 {
+            println!("In sync: the engine matches the topology.");
+        } else {
+            println!("Drift: {drifted} difference(s); `stackc apply` restores the topology.");
+        }
+    }
+    if drifted == 0 { 0 } else { 2 }
+}
+
+pub fn run_destroy(ui: &Ui, input: &Input, args: &EngineArgs, volumes: bool, yes: bool) -> u8 {
+    let Some(cx) = context(ui, input, args) else {
+        return 1;
+    };
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!(
+                "error: destroy removes every container of stack `{}`; pass --yes to confirm",
+                cx.desired.stack
+            );
+            return 1;
+        }
+        eprint!(
+            "Remove every container{} of stack `{}`? Type the stack name to confirm: ",
+            if volumes {
+                ", network and VOLUME (data is lost)"
+            } else {
+                " and the network (volumes are kept)"
+            },
+            cx.desired.stack
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if answer.trim() != cx.desired.stack {
+            eprintln!("not confirmed; nothing was removed");
+            return 1;
+        }
+    }
+    let rt = runtime();
+    let Some(engine) = connect(&cx.profile, &rt) else {
+        return 1;
+    };
+    let _lock = match Lock::acquire(&cx.state_dir, &cx.desired.stack, "stackc destroy") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let started = Instant::now();
+    let progress = |line: String| eprintln!("{line}");
+    match rt.block_on(engine.destroy(&cx.desired, volumes, &progress)) {
+        Ok(n) => {
+            println!(
+                "Destroy complete: {n} objects removed in {:.1}s{}.",
+                started.elapsed().as_secs_f64(),
+                if volumes {
+                    ""
+                } else {
+                    "; volumes kept (use --volumes to remove them)"
+                }
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,592 @@
+//! plan / apply / drift / destroy against the real Docker engine that
+//! `.ci/run` starts, with the local stand-in images. Each test uses its own
+//! stack (own names, subnet and ports) and removes it at the end. Traffic
+//! goes only to 127.0.0.1 and to the containers these tests create.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, Once};
+
+use crate::support::{Run, root, run, stackc};
+
+static IMAGES: Once = Once::new();
+
+/// The engine must answer and the stand-in images exist; a missing engine
+/// fails the test (`.ci/run` starts dockerd).
+fn engine() {
+    let ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "no Docker engine answers; `bash .ci/run` installs and starts dockerd"
+    );
+    IMAGES.call_once(|| {
+        let st = Command::new("bash")
+            .arg(root().join("scripts/standin-image"))
+            .status()
+            .expect("bash");
+        assert!(st.success(), "scripts/standin-image failed");
+    });
+}
+
+/// A stack in a temporary directory, with the stand-in target profile.
+struct Stack {
+    dir: tempfile::TempDir,
+    name: String,
+}
+
+impl Stack {
+    fn new(name: &str, text: &str) -> Stack {
+        engine();
+        let dir = tempfile::tempdir().expect("temp");
+        std::fs::write(dir.path().join("stack.kdl"), text).expect("write");
+        std::fs::create_dir_all(dir.path().join("targets")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("targets/standin.kdl"),
+            "target \"standin\" {\n    state-dir \".stackc\"\n    image-map {\n        image \"v2/*\" to=\"stackc-test/standin:2\"\n        image \"*\" to=\"stackc-test/standin:1\"\n    }\n}\n",
+        )
+        .expect("write");
+        let s = Stack {
+            dir,
+            name: name.to_string(),
+        };
+        s.cleanup();
+        s
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = stackc();
+        c.current_dir(self.path())
+            .args(args)
+            .args(["--target", "standin"])
+            .env("STACK_SECRET", "s3cr3t-canary");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        run(&mut self.cmd(args))
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(self.path().join("stack.kdl"), text).expect("write");
+    }
+
+    /// Remove everything of this stack, volumes included.
+    fn cleanup(&self) {
+        let list = |kind: &str| -> Vec<String> {
+            let out = Command::new("docker")
+                .args([
+                    kind,
+                    "ls",
+                    "-q",
+                    "--filter",
+                    &format!("label=io.stackc.stack={}", self.name),
+                ])
+                .args(if kind == "container" {
+                    vec!["-a"]
+                } else {
+                    vec![]
+                })
+                .output()
+                .expect("docker");
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        };
+        for c in list("container") {
+            let _ = Command::new("docker").args(["rm", "-f", &c]).output();
+        }
+        for n in list("network") {
+            let _ = Command::new("docker").args(["network", "rm", &n]).output();
+        }
+        for v in list("volume") {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", &v])
+                .output();
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+fn inspect(container: &str, format: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", format, container])
+        .output()
+        .expect("docker");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// Three phases: a database, an api that needs it healthy, a balancer.
+fn three_tier(stack: &str, subnet: u8, port: u16, api_env: &str) -> String {
+    format!(
+        r#"stack "{stack}" version="1.0.0"
+network "net" subnet="10.{subnet}.0.0/16" {{
+    tier "data" subnet="10.{subnet}.1.0/24"
+    tier "apps" subnet="10.{subnet}.2.0/24"
+    tier "edge" subnet="10.{subnet}.3.0/24"
+}}
+service "db" tier="data" {{
+    image "postgres:16.4"
+    port 5432
+    volume "dbdata" path="/data"
+    secret "DB_PASSWORD" from="env:STACK_SECRET"
+    health cmd="pg_isready" interval="1s" timeout="1s" retries=3
+}}
+service "api" tier="apps" {{
+    image "example/api:1.0.0"
+    cluster "active-active" replicas=2
+    depends-on "db" condition="healthy"
+    port 8080
+    env "MODE" "{api_env}"
+    health http="/health" port=8080 interval="1s" timeout="1s" retries=3
+}}
+balancer "edge" tier="edge" {{
+    listen 80 published={port}
+    route "/" to="api"
+}}
+"#
+    )
+}
+
+#[test]
+fn a_multi_phase_stack_comes_up_in_order_healthy_and_reapply_changes_nothing() {
+    let s = Stack::new("sc-order", &three_tier("sc-order", 61, 18961, "a"));
+    let r = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("Plan: 6 to create, 0 to change, 0 to delete"),
+        "{}",
+        r.stdout
+    );
+
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // Every container runs and is healthy.
+    for c in [
+        "sc-order-db",
+        "sc-order-api-0",
+        "sc-order-api-1",
+        "sc-order-edge",
+    ] {
+        assert_eq!(inspect(c, "{{.State.Health.Status}}"), "healthy", "{c}");
+    }
+    // Phases: the api started only after the db was healthy, the balancer
+    // only after the api.
+    let started = |c: &str| inspect(c, "{{.State.StartedAt}}");
+    let db_healthy = inspect("sc-order-db", "{{(index .State.Health.Log 0).End}}");
+    assert!(
+        started("sc-order-api-0") > db_healthy,
+        "api started before db was healthy"
+    );
+    assert!(started("sc-order-edge") > started("sc-order-api-1"));
+    // Addresses from the tier ranges; the balancer answers on 127.0.0.1.
+    assert!(
+        inspect(
+            "sc-order-db",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        )
+        .starts_with("10.61.1.")
+    );
+    let body = http_get(18961, "/anything").expect("balancer answers");
+    assert!(body.contains("200 OK") && body.contains("v1"), "{body}");
+    // The secret reached the container, and nothing stackc printed holds it.
+    assert!(
+        inspect("sc-order-db", "{{range .Config.Env}}{{println .}}{{end}}")
+            .contains("DB_PASSWORD=s3cr3t-canary")
+    );
+    assert!(!r.stdout.contains("s3cr3t-canary") && !r.stderr.contains("s3cr3t-canary"));
+
+    let r = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("No changes."), "{}", r.stdout);
+    let r = s.run(&["drift"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("In sync"), "{}", r.stdout);
+}
+
+/// Forwards a unix socket to the engine's and records each request line.
+fn recording_proxy(dir: &Path) -> (PathBuf, Arc<Mutex<Vec<String>>>) {
+    let sock = dir.join("engine.sock");
+    let listener = UnixListener::bind(&sock).expect("bind");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let log = log2.clone();
+            std::thread::spawn(move || {
+                let Ok(upstream) = UnixStream::connect("/var/run/docker.sock") else {
+                    return;
+                };
+                let (mut c_read, mut u_write) = (
+                    client.try_clone().expect("clone"),
+                    upstream.try_clone().expect("clone"),
+                );
+                let (mut u_read, mut c_write) = (upstream, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u_read, &mut c_write);
+                });
+                let mut buf = [0u8; 65536];
+                loop {
+                    let n = match c_read.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    for line in String::from_utf8_lossy(&buf[..n]).lines() {
+                        for m in ["GET ", "POST ", "PUT ", "DELETE ", "HEAD "] {
+                            if line.starts_with(m) && line.contains(" HTTP/1.") {
+                                log.lock().expect("log").push(line.to_string());
+                            }
+                        }
+                    }
+                    if u_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (sock, log)
+}
+
+fn mutating(log: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+    log.lock()
+        .expect("log")
+        .iter()
+        .filter(|l| !l.starts_with("GET ") && !l.starts_with("HEAD "))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn plan_and_a_no_op_apply_make_no_mutating_calls() {
+    let s = Stack::new("sc-noop", &three_tier("sc-noop", 62, 18962, "a"));
+    assert_eq!(s.run(&["apply"]).code, 0);
+    let (sock, log) = recording_proxy(s.path());
+    let via = |args: &[&str]| {
+        let mut c = s.cmd(args);
+        c.env("DOCKER_HOST", format!("unix://{}", sock.display()));
+        run(&mut c)
+    };
+    // A plan with changes pending must not act on them either.
+    s.write(&three_tier("sc-noop", 62, 18962, "b"));
+    let r = via(&["plan"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("recreate"), "{}", r.stdout);
+    s.write(&three_tier("sc-noop", 62, 18962, "a"));
+    let r = via(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = via(&["drift"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        log.lock().expect("log").len() > 3,
+        "the proxy saw the calls"
+    );
+    assert_eq!(mutating(&log), Vec::<String>::new());
+}
+
+#[test]
+fn changing_one_services_env_recreates_only_that_service() {
+    let s = Stack::new("sc-env", &three_tier("sc-env", 63, 18963, "a"));
+    assert_eq!(s.run(&["apply"]).code, 0);
+    let db_id = inspect("sc-env-db", "{{.Id}}");
+    let edge_id = inspect("sc-env-edge", "{{.Id}}");
+    s.write(&three_tier("sc-env", 63, 18963, "b"));
+    let r = s.run(&["plan"]);
+    assert!(
+        r.stdout
+            .contains("-/+ container sc-env-api-0 [phase 2]: recreate (env changed)"),
+        "{}",
+        r.stdout
+    );
+    // Network, volume, db and balancer stay.
+    assert!(
+        r.stdout
+            .contains("Plan: 0 to create, 2 to change, 0 to delete, 4 unchanged."),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("-      \"literal\": \"a\"\n")
+            && r.stdout.contains("+      \"literal\": \"b\"\n"),
+        "a diff of the setting: {}",
+        r.stdout
+    );
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(inspect("sc-env-db", "{{.Id}}"), db_id, "db untouched");
+    assert_eq!(
+        inspect("sc-env-edge", "{{.Id}}"),
+        edge_id,
+        "balancer untouched"
+    );
+    assert!(
+        inspect("sc-env-api-1", "{{range .Config.Env}}{{println .}}{{end}}").contains("MODE=b")
+    );
+}
+
+#[test]
+fn drift_reports_hand_edits_with_exit_2() {
+    let s = Stack::new("sc-drift", &three_tier("sc-drift", 64, 18964, "a"));
+    assert_eq!(s.run(&["apply"]).code, 0);
+    let st = Command::new("docker")
+        .args([
+            "update",
+            "--memory",
+            "64m",
+            "--memory-swap",
+            "64m",
+            "sc-drift-api-0",
+        ])
+        .status()
+        .expect("docker");
+    assert!(st.success());
+    let st = Command::new("docker")
+        .args(["stop", "sc-drift-api-1"])
+        .status()
+        .expect("docker");
+    assert!(st.success());
+    let r = s.run(&["drift"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("sc-drift-api-0 memory: expected (no limit), found 67108864"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("sc-drift-api-1 state: expected running, found stopped"),
+        "{}",
+        r.stdout
+    );
+    let r = s.run(&["drift", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["in_sync"], false);
+    // Apply restarts the stopped one; the memory edit is not in the config
+    // hash, so drift keeps reporting it until the container is replaced.
+    assert_eq!(s.run(&["apply"]).code, 0);
+    assert_eq!(inspect("sc-drift-api-1", "{{.State.Running}}"), "true");
+}
+
+#[test]
+fn an_unhealthy_dependency_stops_the_apply_at_its_phase() {
+    let text = three_tier("sc-sick", 65, 18965, "a").replace(
+        "health cmd=\"pg_isready\"",
+        "health cmd=\"cat /no/such/file\"",
+    );
+    let s = Stack::new("sc-sick", &text);
+    let r = s.run(&["apply", "--timeout", "60"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("service db (container sc-sick-db) is unhealthy"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("No such file"),
+        "the last health output: {}",
+        r.stderr
+    );
+    // The next phase never started.
+    let out = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", "name=sc-sick-api"])
+        .output()
+        .expect("docker");
+    assert!(out.stdout.is_empty(), "api containers were created");
+}
+
+#[test]
+fn a_saved_plan_applies_exactly_and_a_stale_one_is_refused() {
+    let s = Stack::new("sc-saved", &three_tier("sc-saved", 66, 18966, "a"));
+    let r = s.run(&["plan", "--out", "plan.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let saved = std::fs::read_to_string(s.path().join("plan.json")).expect("plan");
+    assert!(!saved.contains("s3cr3t-canary"), "the plan holds no secret");
+    let r = s.run(&["apply", "plan.json"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // A plan made before the engine changed is refused.
+    s.write(&three_tier("sc-saved", 66, 18966, "b"));
+    assert_eq!(s.run(&["plan", "--out", "plan2.json"]).code, 0);
+    assert!(
+        Command::new("docker")
+            .args(["stop", "sc-saved-edge"])
+            .status()
+            .expect("docker")
+            .success()
+    );
+    let r = s.run(&["apply", "plan2.json"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("the engine changed since this plan was made"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        inspect(
+            "sc-saved-api-0",
+            "{{range .Config.Env}}{{println .}}{{end}}"
+        )
+        .contains("MODE=a"),
+        "nothing applied"
+    );
+}
+
+#[test]
+fn destroy_keeps_volumes_unless_asked() {
+    let s = Stack::new("sc-destroy", &three_tier("sc-destroy", 67, 18967, "a"));
+    assert_eq!(s.run(&["apply"]).code, 0);
+    let r = run(s.cmd(&["destroy"]).stdin(std::process::Stdio::null()));
+    assert_eq!(r.code, 1, "destroy without --yes off a terminal refuses");
+    let r = s.run(&["destroy", "--yes"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("volumes kept"), "{}", r.stdout);
+    assert_eq!(
+        inspect("sc-destroy_dbdata", "{{.Name}}"),
+        "sc-destroy_dbdata"
+    );
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            "label=io.stackc.stack=sc-destroy",
+        ])
+        .output()
+        .expect("docker");
+    assert!(out.stdout.is_empty());
+    let r = s.run(&["destroy", "--yes", "--volumes"]);
+    assert_eq!(r.code, 0);
+    let out = Command::new("docker")
+        .args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            "label=io.stackc.stack=sc-destroy",
+        ])
+        .output()
+        .expect("docker");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn concurrent_applies_never_both_mutate_and_a_killed_apply_converges_with_data_intact() {
+    let s = Stack::new("sc-race", &three_tier("sc-race", 68, 18968, "a"));
+    let a = s
+        .cmd(&["apply"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b = s.run(&["apply"]);
+    let a = a.wait_with_output().expect("wait");
+    assert_eq!(
+        a.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    assert_eq!(b.code, 1, "{}{}", b.stdout, b.stderr);
+    assert!(
+        b.stderr.contains("is locked by `stackc apply`"),
+        "{}",
+        b.stderr
+    );
+
+    // Data written to the volume survives a kill -9 in the middle of an
+    // apply and the apply that follows.
+    let st = Command::new("docker")
+        .args([
+            "exec",
+            "sc-race-db",
+            "sh",
+            "-c",
+            "echo precious > /data/file",
+        ])
+        .status()
+        .expect("docker");
+    assert!(st.success());
+    s.write(&three_tier("sc-race", 68, 18968, "b"));
+    let mut child = s
+        .cmd(&["apply"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let _ = Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    // The dead process's lock is stale: the next apply reports and takes it.
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "converged: {}", r.stdout);
+    let out = Command::new("docker")
+        .args(["exec", "sc-race-db", "cat", "/data/file"])
+        .output()
+        .expect("docker");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "precious");
+}
+
+#[test]
+fn a_name_clash_with_an_unowned_container_is_an_error_in_plan() {
+    let s = Stack::new("sc-clash", &three_tier("sc-clash", 69, 18969, "a"));
+    let _ = Command::new("docker")
+        .args(["rm", "-f", "sc-clash-db"])
+        .output();
+    assert!(
+        Command::new("docker")
+            .args(["create", "--name", "sc-clash-db", "stackc-test/standin:1"])
+            .status()
+            .expect("docker")
+            .success()
+    );
+    let r = s.run(&["plan"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("container `sc-clash-db` exists and is not owned by stack `sc-clash`"),
+        "{}",
+        r.stdout
+    );
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 1);
+    // The unowned container is untouched.
+    assert_eq!(inspect("sc-clash-db", "{{.State.Status}}"), "created");
+    let _ = Command::new("docker")
+        .args(["rm", "-f", "sc-clash-db"])
+        .output();
+}
