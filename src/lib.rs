@@ -82,6 +82,16 @@ fn resolve(loaded: parse::Loaded) -> Checked {
         diags.extend(gd);
         graph = g;
     }
+    // An unused rate limit next to errors is nearly always a misspelt or
+    // broken `limit=`: the error already says so.
+    if diags.has_errors() {
+        diags = diags
+            .into_vec()
+            .into_iter()
+            .filter(|d| d.code != diag::Code::UnusedRateLimit)
+            .collect::<Vec<_>>()
+            .into();
+    }
     diags.sort();
     Checked {
         sources,

@@ -8,6 +8,8 @@ use crate::source::{Span, Spanned};
 pub struct Tier {
     pub name: Spanned<String>,
     pub subnet: Spanned<Ipv4Net>,
+    /// False when the written subnet was invalid (already reported).
+    pub subnet_ok: bool,
     pub span: Span,
 }
 
@@ -15,6 +17,8 @@ pub struct Tier {
 pub struct Network {
     pub name: Spanned<String>,
     pub subnet: Spanned<Ipv4Net>,
+    /// False when the written subnet was invalid (already reported).
+    pub subnet_ok: bool,
     pub tiers: Vec<Tier>,
     pub span: Span,
 }

@@ -204,6 +204,16 @@ impl<'n> NodeReader<'n> {
                     Some(Spanned::new(i as u32, entry.value_span))
                 }
             }
+            // A quoted number is reported, then read anyway: dropping it
+            // would only cause follow-on errors (a port "missing" for
+            // the health check that uses it).
+            Value::String(ref s) => {
+                self.type_error(entry, what, "an integer");
+                s.parse::<u32>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .map(|n| Spanned::new(n, entry.value_span))
+            }
             _ => {
                 self.type_error(entry, what, "an integer");
                 None

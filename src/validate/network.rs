@@ -16,7 +16,14 @@ const RESERVED: u64 = 3;
 
 pub fn check(t: &Topology, out: &mut Diagnostics) {
     let Some(net) = &t.network else { return };
+    // Ranges that did not parse are reported already.
+    if !net.subnet_ok {
+        return;
+    }
     for (i, a) in net.tiers.iter().enumerate() {
+        if !a.subnet_ok {
+            continue;
+        }
         if !net.subnet.value.contains(&a.subnet.value) {
             out.push(
                 Diagnostic::error(
@@ -31,7 +38,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
                 .help(format!("choose a range inside {}", net.subnet.value)),
             );
         }
-        for b in &net.tiers[..i] {
+        for b in net.tiers[..i].iter().filter(|b| b.subnet_ok) {
             if a.subnet.value.contains(&b.subnet.value.network())
                 || b.subnet.value.contains(&a.subnet.value.network())
             {
@@ -47,7 +54,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
             }
         }
     }
-    for tier in &net.tiers {
+    for tier in net.tiers.iter().filter(|t| t.subnet_ok) {
         let mut need: u64 = 0;
         for s in &t.services {
             if s.tier.as_ref().is_some_and(|x| x.value == tier.name.value) {

@@ -25,10 +25,15 @@ pub fn decode(node: &Node, out: &mut Diagnostics) -> Option<Network> {
                     .required_prop_string("subnet", "tier \"services\" subnet=\"172.21.10.0/24\"")
                     .and_then(|s| subnet(&mut c, s));
                 c.finish(out);
-                if let (Some(name), Some(subnet)) = (name, subnet) {
+                // A tier with a bad subnet is still declared, so references
+                // to it do not fail too; its range is left out of the
+                // address checks.
+                if let Some(name) = name {
                     tiers.push(Tier {
                         name,
-                        subnet,
+                        subnet_ok: subnet.is_some(),
+                        subnet: subnet
+                            .unwrap_or_else(|| Spanned::new(Ipv4Net::default(), child.span)),
                         span: child.span,
                     });
                 }
@@ -39,7 +44,8 @@ pub fn decode(node: &Node, out: &mut Diagnostics) -> Option<Network> {
     r.finish(out);
     Some(Network {
         name: name?,
-        subnet: net?,
+        subnet_ok: net.is_some(),
+        subnet: net.unwrap_or_else(|| Spanned::new(Ipv4Net::default(), node.span)),
         tiers,
         span: node.span,
     })

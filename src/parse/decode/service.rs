@@ -566,6 +566,11 @@ fn decode_cluster(node: &Node, out: &mut Diagnostics) -> Option<Cluster> {
     let backup_count = c.prop_u32("backup-count", 0..=6);
     let split_brain_protection = c.prop_bool("split-brain-protection").unwrap_or(false);
     c.finish(out);
+    // An invalid count is already reported; checking the strategy's size
+    // against a made-up one would only add a second, wrong error.
+    if replicas.is_none() && has_prop(node, "replicas") {
+        return None;
+    }
     let replicas = replicas.unwrap_or_else(|| Spanned::new(1, node.name.span));
     Some(Cluster {
         strategy: strategy?,
