@@ -7,6 +7,9 @@ use super::{Input, Ui, print_diags};
 use crate::artifacts::{self, Change};
 use crate::targets::{self, Artifact, Target};
 
+/// Warnings rendered in full; the rest are counted.
+const MAX_SHOWN: usize = 20;
+
 /// Where artifacts go by default: `generated/` beside the topology, or
 /// `generated-<env>/` for an environment.
 pub fn default_out(input: &Input) -> PathBuf {
@@ -34,10 +37,18 @@ pub fn compile(ui: &Ui, input: &Input, selected: &[Target], quiet: bool) -> Opti
     };
     let (artifacts, warnings) = targets::build(t, g, targets);
     if !warnings.is_empty() && (!quiet || warnings.has_errors()) {
-        eprint!(
-            "{}",
-            crate::diag::render(&warnings, &checked.sources, ui.color)
-        );
+        // Large topologies can produce thousands of warnings of a few
+        // kinds: show the first ones in full, then count the rest by code.
+        let shown: crate::diag::Diagnostics = warnings.iter().take(MAX_SHOWN).cloned().collect::<Vec<_>>().into();
+        eprint!("{}", crate::diag::render(&shown, &checked.sources, ui.color));
+        if warnings.len() > MAX_SHOWN {
+            let mut rest: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+            for d in warnings.iter().skip(MAX_SHOWN) {
+                *rest.entry(d.code.full()).or_default() += 1;
+            }
+            let list: Vec<String> = rest.iter().map(|(c, n)| format!("{n} × {c}")).collect();
+            eprintln!("... and {} more: {}", warnings.len() - MAX_SHOWN, list.join(", "));
+        }
     }
     if warnings.has_errors() {
         return None;
