@@ -32,12 +32,18 @@ pub struct Engine {
 pub struct ApplyOptions {
     /// Longest wait for one container to become healthy.
     pub health_timeout: Duration,
+    /// Set (by Ctrl-C) to stop before the next engine call: the call in
+    /// flight completes, nothing new starts.
+    pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+pub const INTERRUPTED: &str = "interrupted";
 
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             health_timeout: Duration::from_secs(300),
+            cancel: Default::default(),
         }
     }
 }
@@ -459,9 +465,17 @@ impl Engine {
 
     /// Wait until `spec`'s container is healthy (or running, without a
     /// health check); on timeout, say which and show its last health output.
-    async fn wait_ready(&self, spec: &ContainerSpec, timeout: Duration) -> Result<(), String> {
+    async fn wait_ready(
+        &self,
+        spec: &ContainerSpec,
+        timeout: Duration,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
+            if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(INTERRUPTED.into());
+            }
             let info = retry(&format!("inspect container {}", spec.name), || {
                 self.docker
                     .inspect_container(&spec.name, None::<InspectContainerOptions>)
@@ -588,7 +602,11 @@ impl Engine {
             .map(|c| c.phase)
             .max()
             .map_or(0, |m| m + 1);
+        let cancelled = || opts.cancel.load(std::sync::atomic::Ordering::SeqCst);
         for phase in 0..phases {
+            if cancelled() {
+                return Err(INTERRUPTED.into());
+            }
             let changes: Vec<_> = plan
                 .changes
                 .iter()
@@ -609,6 +627,9 @@ impl Engine {
                 let spec = by_name[c.name.as_str()];
                 let secrets = &secrets;
                 async move {
+                    if cancelled() && !matches!(c.action, Action::Unchanged) {
+                        return Err(INTERRUPTED.to_string());
+                    }
                     match &c.action {
                         Action::Create => {
                             progress(format!("  create {}", c.name));
@@ -648,13 +669,16 @@ impl Engine {
                         + (h.interval_ms + h.timeout_ms) * (u64::from(h.retries) + 2);
                     Duration::from_millis(budget.max(30_000)).min(opts.health_timeout)
                 });
-                self.wait_ready(spec, timeout)
+                self.wait_ready(spec, timeout, &opts.cancel)
             });
             for r in futures_util::future::join_all(waits).await {
                 r?;
             }
         }
         for c in plan.changes.iter().filter(|c| c.action == Action::Delete) {
+            if cancelled() {
+                return Err(INTERRUPTED.into());
+            }
             progress(format!("delete {}", c.name));
             self.remove(&c.name).await?;
             summary.deleted += 1;

@@ -39,15 +39,28 @@ pub fn compile(ui: &Ui, input: &Input, selected: &[Target], quiet: bool) -> Opti
     if !warnings.is_empty() && (!quiet || warnings.has_errors()) {
         // Large topologies can produce thousands of warnings of a few
         // kinds: show the first ones in full, then count the rest by code.
-        let shown: crate::diag::Diagnostics = warnings.iter().take(MAX_SHOWN).cloned().collect::<Vec<_>>().into();
-        eprint!("{}", crate::diag::render(&shown, &checked.sources, ui.color));
+        let shown: crate::diag::Diagnostics = warnings
+            .iter()
+            .take(MAX_SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        eprint!(
+            "{}",
+            crate::diag::render(&shown, &checked.sources, ui.color)
+        );
         if warnings.len() > MAX_SHOWN {
-            let mut rest: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+            let mut rest: std::collections::BTreeMap<String, usize> =
+                std::collections::BTreeMap::new();
             for d in warnings.iter().skip(MAX_SHOWN) {
                 *rest.entry(d.code.full()).or_default() += 1;
             }
             let list: Vec<String> = rest.iter().map(|(c, n)| format!("{n} × {c}")).collect();
-            eprintln!("... and {} more: {}", warnings.len() - MAX_SHOWN, list.join(", "));
+            eprintln!(
+                "... and {} more: {}",
+                warnings.len() - MAX_SHOWN,
+                list.join(", ")
+            );
         }
     }
     if warnings.has_errors() {

@@ -285,29 +285,64 @@ pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout
         eprintln!("error: {e}");
         return 1;
     }
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let flag = interrupted.clone();
-    let tty = std::io::stderr().is_terminal();
-    let progress = move |line: String| {
-        if tty {
-            eprintln!("[{:>5.1}s] {line}", started.elapsed().as_secs_f64());
-        } else {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let total = plan.count(|a| !matches!(a, Action::Unchanged | Action::Orphan)) as u64;
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
+        );
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        Some(b)
+    } else {
+        None
+    };
+    let progress = |line: String| match &bar {
+        // On a terminal: phases above a live bar, one step per change.
+        Some(b) => {
+            if line.starts_with("  ") {
+                b.inc(1);
+                b.set_message(line.trim().to_string());
+            } else {
+                b.println(format!(
+                    "[{:>5.1}s] {line}",
+                    started.elapsed().as_secs_f64()
+                ));
+                if line.starts_with("phase") {
+                    b.set_message(format!("{line}: waiting for health"));
+                }
+            }
+        }
+        None => {
             tracing::info!("{line}");
             eprintln!("{line}");
         }
     };
     let opts = ApplyOptions {
         health_timeout: std::time::Duration::from_secs(timeout_secs),
+        cancel: cancel.clone(),
     };
     let result = rt.block_on(async {
-        tokio::select! {
-            r = engine.apply(&plan, &opts, &progress) => r,
-            _ = tokio::signal::ctrl_c() => {
+        let flag = cancel.clone();
+        // Ctrl-C asks the apply to stop at the next step; the engine call
+        // in flight is finished, so the state stays consistent.
+        let watcher = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupt: finishing the current engine call, then stopping");
                 flag.store(true, Ordering::SeqCst);
-                Err("interrupted".to_string())
             }
-        }
+        });
+        let r = engine.apply(&plan, &opts, &progress).await;
+        watcher.abort();
+        r
     });
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
     match result {
         Ok(s) => {
             println!(
@@ -321,7 +356,7 @@ pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout
             );
             0
         }
-        Err(_) if interrupted.load(Ordering::SeqCst) => {
+        Err(_) if cancel.load(Ordering::SeqCst) => {
             eprintln!(
                 "interrupted: the engine keeps what was done so far; run `stackc apply` again to converge"
             );

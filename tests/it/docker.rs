@@ -590,3 +590,35 @@ fn a_name_clash_with_an_unowned_container_is_an_error_in_plan() {
         .args(["rm", "-f", "sc-clash-db"])
         .output();
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_with_exit_130_and_a_later_apply_converges() {
+    let s = Stack::new("sc-int", &three_tier("sc-int", 70, 18970, "a"));
+    let child = s
+        .cmd(&["apply"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The database phase waits for health for a few seconds: interrupt then.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("run `stackc apply` again to converge"),
+        "{stderr}"
+    );
+    // Nothing of a later phase was started after the interrupt.
+    let out = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", "name=sc-int-edge"])
+        .output()
+        .expect("docker");
+    assert!(out.stdout.is_empty());
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(s.run(&["plan", "--detailed-exitcode"]).code, 0);
+}
