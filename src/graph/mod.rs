@@ -61,11 +61,15 @@ pub struct Graph {
     pub explicit_phases: bool,
     pub critical_path: Vec<usize>,
     pub critical_secs: f64,
+    /// Component name -> index (first declaration wins).
+    pub by_name: HashMap<String, usize>,
+    /// Per component, the indices of the edges that point at it.
+    pub incoming: Vec<Vec<usize>>,
 }
 
 impl Graph {
     pub fn index(&self, name: &str) -> Option<usize> {
-        self.components.iter().position(|c| c.name == name)
+        self.by_name.get(name).copied()
     }
 
     /// The phase each component belongs to.
@@ -199,6 +203,12 @@ pub fn resolve(t: &Topology, check_phases: bool) -> (Option<Graph>, Diagnostics)
         None => (phases::derived(&components, &edges, &order), false),
     };
     let (critical_path, critical_secs) = critical_path(&components, &edges, &order);
+    let owned_names: HashMap<String, usize> =
+        by_name.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let mut incoming = vec![Vec::new(); components.len()];
+    for (i, e) in edges.iter().enumerate() {
+        incoming[e.to].push(i);
+    }
     (
         Some(Graph {
             components,
@@ -207,6 +217,8 @@ pub fn resolve(t: &Topology, check_phases: bool) -> (Option<Graph>, Diagnostics)
             explicit_phases: explicit,
             critical_path,
             critical_secs,
+            by_name: owned_names,
+            incoming,
         }),
         diags,
     )

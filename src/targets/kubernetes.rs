@@ -885,7 +885,7 @@ impl<'a> Emitter<'_, 'a> {
         let mut services = BTreeSet::new();
         let mut balancers = BTreeSet::new();
         if let Some(to) = g.index(name) {
-            for e in g.edges.iter().filter(|e| e.to == to) {
+            for e in g.incoming[to].iter().map(|i| &g.edges[*i]) {
                 let c = &g.components[e.from];
                 match c.kind {
                     Kind::Service => services.insert(c.name.clone()),
@@ -917,7 +917,7 @@ impl<'a> Emitter<'_, 'a> {
                 }
                 Condition::Healthy => {}
             }
-            let port = if let Some(s) = t.service(dep) {
+            let port = if let Some(s) = self.cx.plan.index(dep).map(|i| &t.services[i]) {
                 nginx::service_port(s)
             } else if let Some(b) = t.balancers.iter().find(|b| b.name.value == *dep) {
                 b.listeners.first().map(|l| l.port.value)
