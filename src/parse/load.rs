@@ -318,6 +318,15 @@ fn syntax(
             .unwrap_or("see https://kdl.dev for KDL 2.0 syntax; strings are quoted, booleans are #true/#false")
             .to_string(),
     };
+    // KDL 1 keywords are the most common slip: say so plainly.
+    if matches!(word, "true" | "false" | "null") {
+        return Diagnostic::error(
+            Code::Syntax,
+            format!("KDL syntax error: `{word}` is written `#{word}` in KDL 2.0"),
+        )
+        .at(Span::new(file, start, start + word.len()), "a bare keyword")
+        .help(help);
+    }
     Diagnostic::error(Code::Syntax, format!("KDL syntax error: {message}"))
         .at(Span::new(file, start, end), label.unwrap_or("here"))
         .help(help)
