@@ -53,34 +53,17 @@ pub fn context(ui: &Ui, input: &Input, args: &EngineArgs) -> Option<Context> {
     let profile = match &args.target {
         None => Profile::local(),
         Some(name) => {
-            let start = input
+            let dir = input
                 .path()
                 .parent()
                 .map(Path::to_path_buf)
                 .unwrap_or_default();
-            let start = std::fs::canonicalize(if start.as_os_str().is_empty() {
-                Path::new(".")
+            let dir = if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
             } else {
-                &start
-            })
-            .unwrap_or(start);
-            let path = match profile::resolve(name, &start)
-                .or_else(|_| profile::resolve(name, &std::env::current_dir().unwrap_or_default()))
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return None;
-                }
+                dir
             };
-            let mut sources = crate::source::SourceMap::new();
-            match profile::load(&path, &mut sources) {
-                Ok(p) => p,
-                Err(d) => {
-                    eprint!("{}", crate::diag::render(&d, &sources, ui.color));
-                    return None;
-                }
-            }
+            load_profile(ui, name, &std::fs::canonicalize(&dir).unwrap_or(dir))?
         }
     };
     let state_dir = if profile.state_dir.is_absolute() {
@@ -100,8 +83,11 @@ pub fn context(ui: &Ui, input: &Input, args: &EngineArgs) -> Option<Context> {
     })
 }
 
-fn load_profile(ui: &Ui, name: &str) -> Option<Profile> {
-    let path = match profile::resolve(name, &std::env::current_dir().unwrap_or_default()) {
+/// Load the profile `name`, searched from `start` upward, then from the
+/// current directory upward.
+fn load_profile(ui: &Ui, name: &str, start: &Path) -> Option<Profile> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let path = match profile::resolve(name, start).or_else(|_| profile::resolve(name, &cwd)) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -214,10 +200,12 @@ pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout
         Some(p) => {
             let profile = match &args.target {
                 None => Profile::local(),
-                Some(name) => match load_profile(ui, name) {
-                    Some(p) => p,
-                    None => return 1,
-                },
+                Some(name) => {
+                    match load_profile(ui, name, &std::env::current_dir().unwrap_or_default()) {
+                        Some(p) => p,
+                        None => return 1,
+                    }
+                }
             };
             let state_dir = std::env::current_dir()
                 .unwrap_or_default()

@@ -143,35 +143,22 @@ pub fn render_plain(diags: &Diagnostics, sources: &SourceMap) -> String {
 /// Diagnostics as JSON values: code, severity, message, file, line, column,
 /// byte span, labels and help.
 pub fn to_json(diags: &Diagnostics, sources: &SourceMap) -> serde_json::Value {
+    let place = |l: &super::Label| {
+        let (line, column) = sources.line_col(l.span.file, l.span.start);
+        json!({
+            "file": sources.get(l.span.file).name,
+            "line": line,
+            "column": column,
+            "start": l.span.start,
+            "end": l.span.end,
+            "label": l.text,
+        })
+    };
     let items: Vec<_> = diags
         .iter()
         .map(|d| {
-            let location = d.primary.as_ref().map(|l| {
-                let (line, column) = sources.line_col(l.span.file, l.span.start);
-                json!({
-                    "file": sources.get(l.span.file).name,
-                    "line": line,
-                    "column": column,
-                    "start": l.span.start,
-                    "end": l.span.end,
-                    "label": l.text,
-                })
-            });
-            let related: Vec<_> = d
-                .secondary
-                .iter()
-                .map(|l| {
-                    let (line, column) = sources.line_col(l.span.file, l.span.start);
-                    json!({
-                        "file": sources.get(l.span.file).name,
-                        "line": line,
-                        "column": column,
-                        "start": l.span.start,
-                        "end": l.span.end,
-                        "label": l.text,
-                    })
-                })
-                .collect();
+            let location = d.primary.as_ref().map(place);
+            let related: Vec<_> = d.secondary.iter().map(place).collect();
             json!({
                 "code": d.code.full(),
                 "severity": match d.severity { Severity::Error => "error", Severity::Warning => "warning" },
