@@ -622,3 +622,143 @@ fn ctrl_c_stops_cleanly_with_exit_130_and_a_later_apply_converges() {
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert_eq!(s.run(&["plan", "--detailed-exitcode"]).code, 0);
 }
+
+#[test]
+fn the_eip_resso_example_comes_up_in_seed_order_passes_drift_and_destroys_cleanly() {
+    engine();
+    let example = root().join("examples/eip-resso/stack.kdl");
+    let state = tempfile::tempdir().expect("temp");
+    let profile = state.path().join("standin.kdl");
+    std::fs::write(
+        &profile,
+        format!(
+            "target \"standin\" {{\n    state-dir \"{}\"\n    image-map {{\n        image \"*\" to=\"stackc-test/standin:1\"\n    }}\n}}\n",
+            state.path().join("state").display()
+        ),
+    )
+    .expect("write");
+    let cmd = |args: &[&str]| {
+        let mut c = stackc();
+        c.args(args)
+            .arg(&example)
+            .arg("--target")
+            .arg(&profile)
+            .env("PG_PASSWORD", "pg-canary-value")
+            .env("EIPRESSO_PAYMENT_KEY", "payment-canary-value");
+        run(&mut c)
+    };
+    let _ = cmd(&["destroy", "--yes", "--volumes"]);
+    let r = cmd(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // The seed's order: infrastructure, monitoring, config, services, edge.
+    let phases: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("phase "))
+        .collect();
+    let names: Vec<&str> = phases
+        .iter()
+        .map(|l| l.split(['(', ')']).nth(1).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        names,
+        ["infrastructure", "monitoring", "config", "services", "edge"],
+        "{}",
+        r.stderr
+    );
+    let body = http_get(8892, "/config/x").expect("nginx-lb answers on 127.0.0.1:8892");
+    assert!(body.contains("200 OK"), "{body}");
+    let r = cmd(&["drift"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for out in [&r.stdout, &r.stderr] {
+        assert!(!out.contains("canary-value"));
+    }
+    let r = cmd(&["destroy", "--yes"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            "label=io.stackc.stack=eip-resso",
+        ])
+        .output()
+        .expect("docker");
+    assert!(out.stdout.is_empty(), "containers left");
+    // Volumes survive destroy; clean them up here.
+    let r = cmd(&["destroy", "--yes", "--volumes"]);
+    assert_eq!(r.code, 0);
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_secret_value_appears_in_no_artifact_plan_state_file_or_output() {
+    let s = Stack::new("sc-secret", &three_tier("sc-secret", 71, 18971, "a"));
+    let mut outputs = Vec::new();
+    for args in [
+        &["build"][..],
+        &["plan", "--out", "plan.json", "--json"],
+        &["apply"],
+        &["drift", "--json"],
+        &["plan"],
+    ] {
+        let mut c = if args[0] == "build" {
+            let mut c = stackc();
+            c.current_dir(s.path())
+                .args(args)
+                .env("STACK_SECRET", "s3cr3t-canary");
+            c
+        } else {
+            s.cmd(args)
+        };
+        c.env("RUST_LOG", "trace");
+        let r = run(&mut c);
+        assert!(
+            r.code == 0 || r.code == 2,
+            "{args:?}: {}{}",
+            r.stdout,
+            r.stderr
+        );
+        outputs.push(r.stdout);
+        outputs.push(r.stderr);
+    }
+    // The container did get it.
+    assert!(
+        inspect("sc-secret-db", "{{range .Config.Env}}{{println .}}{{end}}")
+            .contains("s3cr3t-canary")
+    );
+    let written = files(s.path());
+    assert!(written.iter().any(|p| p.ends_with("plan.json")));
+    assert!(
+        written
+            .iter()
+            .any(|p| p.to_string_lossy().contains("generated/compose"))
+    );
+    for f in written {
+        let bytes = std::fs::read(&f).expect("read");
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("s3cr3t-canary"),
+            "{} holds the secret",
+            f.display()
+        );
+    }
+    for o in outputs {
+        assert!(!o.contains("s3cr3t-canary"), "output holds the secret: {o}");
+    }
+}

@@ -412,3 +412,20 @@ fn committed_artifacts_are_up_to_date() {
         );
     }
 }
+
+#[test]
+fn a_hundred_builds_give_the_same_bytes_whatever_the_environment_order() {
+    let file = root().join("examples/eip-resso/stack.kdl");
+    let first = build(&file, Some("prod"), &Target::ALL);
+    for i in 0..100 {
+        // Interleave other environments so no state carries over.
+        if i % 10 == 0 {
+            let _ = build(&file, Some("dev"), &Target::ALL);
+        }
+        assert_eq!(
+            build(&file, Some("prod"), &Target::ALL),
+            first,
+            "build {i} differs"
+        );
+    }
+}
