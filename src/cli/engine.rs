@@ -256,8 +256,7 @@ pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout
         return 1;
     }
     if !plan.has_changes() {
-        // Still make sure everything is up (unchanged containers could be
-        // unhealthy), but without a single mutating call.
+        // Nothing to do, and not a single mutating call to do it.
         println!(
             "No changes. {} objects match the topology.",
             plan.count(|a| matches!(a, Action::Unchanged))

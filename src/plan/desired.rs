@@ -226,7 +226,7 @@ pub fn desired(t: &Topology, g: &Graph, profile: &Profile, files_dir: &std::path
                     .collect()
             })
             .unwrap_or_default();
-        let mounts = strings(&s["volumes"])
+        let mounts: Vec<MountSpec> = strings(&s["volumes"])
             .iter()
             .map(|m| {
                 let mut parts = m.splitn(3, ':');
@@ -275,7 +275,7 @@ pub fn desired(t: &Topology, g: &Graph, profile: &Profile, files_dir: &std::path
         };
         let mem = |v: &Value| v.as_str().and_then(|c| c.parse::<i64>().ok());
         let endpoint = &s["networks"][&net_name];
-        let labels: BTreeMap<String, String> = s["labels"]
+        let mut labels: BTreeMap<String, String> = s["labels"]
             .as_object()
             .map(|m| {
                 m.iter()
@@ -285,6 +285,26 @@ pub fn desired(t: &Topology, g: &Graph, profile: &Profile, files_dir: &std::path
                     .collect()
             })
             .unwrap_or_default();
+        // Config files are mounted, not part of the container: their hash
+        // is, so a changed nginx or Prometheus config replaces the
+        // container that reads it.
+        let mounted: Vec<&Artifact> = mounts
+            .iter()
+            .filter(|m| !m.volume)
+            .filter_map(|m| std::path::Path::new(&m.source).strip_prefix(files_dir).ok())
+            .flat_map(|rel| {
+                let rel = rel.to_string_lossy().into_owned();
+                arts.iter()
+                    .filter(move |a| a.path == rel || a.path.starts_with(&format!("{rel}/")))
+            })
+            .collect();
+        if !mounted.is_empty() {
+            let contents: Vec<(&str, &str)> = mounted
+                .iter()
+                .map(|a| (a.path.as_str(), a.content.as_str()))
+                .collect();
+            labels.insert("io.stackc.files-hash".into(), targets::hash_json(&contents));
+        }
         let depends_on = s["depends_on"]
             .as_object()
             .map(|m| {

@@ -762,3 +762,31 @@ fn a_secret_value_appears_in_no_artifact_plan_state_file_or_output() {
         assert!(!o.contains("s3cr3t-canary"), "output holds the secret: {o}");
     }
 }
+
+#[test]
+fn a_changed_balancer_config_replaces_the_balancer_and_serves_the_new_route() {
+    let s = Stack::new("sc-cfg", &three_tier("sc-cfg", 72, 18972, "a"));
+    assert_eq!(s.run(&["apply"]).code, 0);
+    let before = http_get(18972, "/stackc-health").expect("answers");
+    assert!(before.contains("200 OK"));
+    let text = three_tier("sc-cfg", 72, 18972, "a")
+        .replace("    route \"/\" to=\"api\"", "    route \"/v2\" to=\"api\"");
+    s.write(&text);
+    let r = s.run(&["plan"]);
+    assert!(
+        r.stdout
+            .contains("container sc-cfg-edge [phase 3]: recreate (labels changed)"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("Plan: 0 to create, 1 to change"),
+        "{}",
+        r.stdout
+    );
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let conf = std::fs::read_to_string(s.path().join(".stackc/sc-cfg/files/nginx/edge.conf"))
+        .expect("mounted config");
+    assert!(conf.contains("location /v2 {"), "{conf}");
+}
