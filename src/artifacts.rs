@@ -82,6 +82,45 @@ fn safe_relative(p: &str) -> bool {
             .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
+/// Write to a temporary file in the same directory, then rename over the
+/// target, so a crash never leaves a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
+    }
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Write files in place, keeping each existing file's inode: for config
+/// files that running containers bind-mount, where a rename would leave the
+/// container reading the old file. Unchanged files are not touched.
+pub fn write_in_place(dir: &Path, artifacts: &[Artifact]) -> Result<(), String> {
+    for a in artifacts {
+        if !safe_relative(&a.path) {
+            return Err(format!(
+                "refusing to write outside {}: {}",
+                dir.display(),
+                a.path
+            ));
+        }
+        let path = dir.join(&a.path);
+        if std::fs::read(&path).is_ok_and(|old| old == a.content.as_bytes()) {
+            continue;
+        }
+        write_file(&path, a.content.as_bytes())?;
+    }
+    Ok(())
+}
+
 /// Write `artifacts` as the whole content of `out`, atomically.
 pub fn write(out: &Path, artifacts: &[Artifact]) -> Result<(), String> {
     if let Ok(meta) = std::fs::symlink_metadata(out) {

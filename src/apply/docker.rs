@@ -35,6 +35,8 @@ pub struct ApplyOptions {
     /// Set (by Ctrl-C) to stop before the next engine call: the call in
     /// flight completes, nothing new starts.
     pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Where rollout history is kept.
+    pub state_dir: std::path::PathBuf,
 }
 
 pub const INTERRUPTED: &str = "interrupted";
@@ -44,6 +46,7 @@ impl Default for ApplyOptions {
         ApplyOptions {
             health_timeout: Duration::from_secs(300),
             cancel: Default::default(),
+            state_dir: std::path::PathBuf::from(".stackc"),
         }
     }
 }
@@ -398,6 +401,31 @@ impl Engine {
         }
     }
 
+    /// The bollard client, for the rollout driver.
+    pub(crate) fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Create and start one container.
+    pub(crate) async fn create_started(
+        &self,
+        desired: &Desired,
+        spec: &ContainerSpec,
+        secrets: &HashMap<String, String>,
+    ) -> Result<(), String> {
+        self.create_and_start(desired, spec, secrets).await
+    }
+
+    /// Wait until a container is ready (no cancellation).
+    pub(crate) async fn ready(
+        &self,
+        spec: &ContainerSpec,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        self.wait_ready(spec, timeout, &std::sync::atomic::AtomicBool::new(false))
+            .await
+    }
+
     async fn create_and_start(
         &self,
         desired: &Desired,
@@ -541,8 +569,14 @@ impl Engine {
         &self,
         plan: &Plan,
         opts: &ApplyOptions,
+        jobs: &[super::rollout::RolloutJob],
         progress: &(dyn Fn(String) + Sync),
     ) -> Result<Summary, String> {
+        // Containers a rollout replaces, instead of a plain recreate.
+        let rolling_set: std::collections::HashSet<&str> = jobs
+            .iter()
+            .flat_map(|j| j.stable.iter().map(|s| s.name.as_str()))
+            .collect();
         let desired = &plan.desired;
         if !plan.errors.is_empty() {
             return Err(plan.errors.join("\n"));
@@ -623,6 +657,7 @@ impl Engine {
                     changes.len()
                 ));
             }
+            let rolling = &rolling_set;
             let work = changes.iter().map(|c| {
                 let spec = by_name[c.name.as_str()];
                 let secrets = &secrets;
@@ -635,6 +670,9 @@ impl Engine {
                             progress(format!("  create {}", c.name));
                             self.create_and_start(desired, spec, secrets).await?;
                             Ok::<_, String>((1, 0, 0, 0))
+                        }
+                        Action::Recreate { .. } if rolling.contains(c.name.as_str()) => {
+                            Ok((0, 0, 0, 1))
                         }
                         Action::Recreate { reasons } => {
                             progress(format!("  recreate {} ({})", c.name, reasons.join(", ")));
@@ -673,6 +711,18 @@ impl Engine {
             });
             for r in futures_util::future::join_all(waits).await {
                 r?;
+            }
+            for job in jobs
+                .iter()
+                .filter(|j| j.stable.first().is_some_and(|s| s.phase == phase))
+            {
+                if cancelled() {
+                    return Err(INTERRUPTED.into());
+                }
+                self.rollout(desired, job, &secrets, &opts.state_dir, progress)
+                    .await?;
+                summary.recreated += job.stable.len();
+                summary.unchanged -= job.stable.len().min(summary.unchanged);
             }
         }
         for c in plan.changes.iter().filter(|c| c.action == Action::Delete) {

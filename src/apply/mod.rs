@@ -4,3 +4,4 @@
 
 pub mod docker;
 pub mod lock;
+pub mod rollout;

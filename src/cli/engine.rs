@@ -31,6 +31,7 @@ pub struct Context {
     pub profile: Profile,
     pub desired: Desired,
     pub topology: crate::model::Topology,
+    pub graph: crate::graph::Graph,
     pub state_dir: PathBuf,
 }
 
@@ -79,6 +80,7 @@ pub fn context(ui: &Ui, input: &Input, args: &EngineArgs) -> Option<Context> {
         profile,
         desired,
         topology: t.clone(),
+        graph: g.clone(),
         state_dir,
     })
 }
@@ -160,7 +162,7 @@ pub fn run_plan(
     }
     if let Some(path) = out {
         let text = serde_json::to_string_pretty(&plan).expect("json");
-        if let Err(e) = super::fmt::write_atomic(&path, text.as_bytes()) {
+        if let Err(e) = crate::artifacts::write_atomic(&path, text.as_bytes()) {
             eprintln!("error: cannot write {}: {e}", path.display());
             return 1;
         }
@@ -196,6 +198,7 @@ pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout
         },
         None => None,
     };
+    let mut model = None;
     let (profile, state_dir, desired, mut plan_to_apply) = match saved {
         Some(p) => {
             let profile = match &args.target {
@@ -216,6 +219,7 @@ pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout
             let Some(cx) = context(ui, input, args) else {
                 return 1;
             };
+            model = Some((cx.topology, cx.graph));
             (cx.profile, cx.state_dir, cx.desired, None)
         }
     };
@@ -265,13 +269,19 @@ pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout
     }
     print!("{}", plan::render(&plan));
     // Mounted config files first: containers read them when they start.
+    // Written in place, since running containers bind-mount them.
     let files_dir = state_dir.join(&desired.stack).join("files");
     if !desired.files.is_empty()
-        && let Err(e) = crate::artifacts::write(&files_dir, &desired.files)
+        && let Err(e) = crate::artifacts::write_in_place(&files_dir, &desired.files)
     {
         eprintln!("error: {e}");
         return 1;
     }
+    // A saved plan is applied as written: its recreations stay recreations.
+    let jobs = match &model {
+        Some((t, g)) => crate::apply::rollout::jobs(t, g, &plan, &observed, &files_dir),
+        None => Vec::new(),
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     let total = plan.count(|a| !matches!(a, Action::Unchanged | Action::Orphan)) as u64;
     let bar = if std::io::stderr().is_terminal() {
@@ -312,6 +322,7 @@ pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout
     let opts = ApplyOptions {
         health_timeout: std::time::Duration::from_secs(timeout_secs),
         cancel: cancel.clone(),
+        state_dir: state_dir.clone(),
     };
     let result = rt.block_on(async {
         let flag = cancel.clone();
@@ -323,7 +334,7 @@ pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout
                 flag.store(true, Ordering::SeqCst);
             }
         });
-        let r = engine.apply(&plan, &opts, &progress).await;
+        let r = engine.apply(&plan, &opts, &jobs, &progress).await;
         watcher.abort();
         r
     });
@@ -504,4 +515,69 @@ pub fn run_destroy(ui: &Ui, input: &Input, args: &EngineArgs, volumes: bool, yes
             1
         }
     }
+}
+
+pub fn run_rollout(
+    ui: &Ui,
+    input: &Input,
+    args: &EngineArgs,
+    action: super::RolloutAction,
+    service: &str,
+    json: bool,
+) -> u8 {
+    let Some(cx) = context(ui, input, args) else {
+        return 1;
+    };
+    if cx
+        .topology
+        .service(service)
+        .is_none_or(|s| s.rollout.is_none())
+    {
+        eprintln!("error: `{service}` is not a service with a rollout policy");
+        return 1;
+    }
+    let h = crate::apply::rollout::load_history(&cx.state_dir, &cx.desired.stack, service);
+    let attempts: Vec<&crate::apply::rollout::Attempt> = match action {
+        super::RolloutAction::Status => h.attempts.last().into_iter().collect(),
+        super::RolloutAction::History => h.attempts.iter().collect(),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "service": service, "attempts": attempts })
+            )
+            .expect("json")
+        );
+        return 0;
+    }
+    if attempts.is_empty() {
+        println!("{service}: no rollout yet");
+    }
+    for (i, a) in attempts.iter().enumerate() {
+        println!(
+            "#{} {} {} -> {}: {}{}",
+            i + 1,
+            a.strategy,
+            a.from_image,
+            a.to_image,
+            a.outcome,
+            a.reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+        for s in &a.steps {
+            println!(
+                "    {:>3}%: {} requests to the new version, {} errors, p95 {}, switch {:.0} ms",
+                s.percent,
+                s.requests,
+                s.errors,
+                s.p95_ms
+                    .map_or_else(|| "-".to_string(), |p| format!("{p} ms")),
+                s.switch_secs * 1000.0
+            );
+        }
+    }
+    0
 }

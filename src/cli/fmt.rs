@@ -108,7 +108,7 @@ pub fn run(ui: &Ui, files: &[PathBuf], check: bool) -> u8 {
                 if check {
                     println!("would reformat {name}");
                     failed = true;
-                } else if let Err(e) = write_atomic(path, formatted.as_bytes()) {
+                } else if let Err(e) = crate::artifacts::write_atomic(path, formatted.as_bytes()) {
                     eprintln!("error: cannot write {name}: {e}");
                     failed = true;
                 } else {
@@ -122,22 +122,4 @@ pub fn run(ui: &Ui, files: &[PathBuf], check: bool) -> u8 {
         }
     }
     u8::from(failed)
-}
-
-/// Write to a temporary file in the same directory, then rename over the
-/// target, so a crash never leaves a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
-    }
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }

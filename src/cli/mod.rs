@@ -153,6 +153,19 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Rollout state and history of a service (`status`, `history`)
+    Rollout {
+        #[arg(value_enum)]
+        action: RolloutAction,
+        /// The service
+        service: String,
+        #[command(flatten)]
+        input: Input,
+        #[command(flatten)]
+        engine: engine::EngineArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Format topology files canonically, keeping comments
     Fmt {
         /// Files to format [default: stack.kdl]
@@ -166,6 +179,14 @@ pub enum Command {
         /// The code, with or without the `stackc::` prefix; omit to list all
         code: Option<String>,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum RolloutAction {
+    /// The latest attempt
+    Status,
+    /// Every attempt, with outcome and reason
+    History,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -243,6 +264,13 @@ pub fn run(cli: Cli) -> u8 {
             volumes,
             yes,
         } => engine::run_destroy(&ui, &input, &engine, volumes, yes),
+        Command::Rollout {
+            action,
+            service,
+            input,
+            engine,
+            json,
+        } => engine::run_rollout(&ui, &input, &engine, action, &service, json),
         Command::Fmt { files, check } => fmt::run(&ui, &files, check),
         Command::Explain { code } => explain::run(code.as_deref()),
     }

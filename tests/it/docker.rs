@@ -25,11 +25,13 @@ fn engine() {
         "no Docker engine answers; `bash .ci/run` installs and starts dockerd"
     );
     IMAGES.call_once(|| {
-        let st = Command::new("bash")
-            .arg(root().join("scripts/standin-image"))
-            .status()
-            .expect("bash");
-        assert!(st.success(), "scripts/standin-image failed");
+        for script in ["scripts/standin-image", "scripts/nginx-image"] {
+            let st = Command::new("bash")
+                .arg(root().join(script))
+                .status()
+                .expect("bash");
+            assert!(st.success(), "{script} failed");
+        }
     });
 }
 
@@ -47,7 +49,7 @@ impl Stack {
         std::fs::create_dir_all(dir.path().join("targets")).expect("mkdir");
         std::fs::write(
             dir.path().join("targets/standin.kdl"),
-            "target \"standin\" {\n    state-dir \".stackc\"\n    image-map {\n        image \"v2/*\" to=\"stackc-test/standin:2\"\n        image \"*\" to=\"stackc-test/standin:1\"\n    }\n}\n",
+            "target \"standin\" {\n    state-dir \".stackc\"\n    image-map {\n        image \"nginx*\" to=\"stackc-test/nginx:1\"\n        image \"v2/*\" to=\"stackc-test/standin:2\"\n        image \"fail/*\" to=\"stackc-test/standin:fail\"\n        image \"*\" to=\"stackc-test/standin:1\"\n    }\n}\n",
         )
         .expect("write");
         let s = Stack {
@@ -789,4 +791,175 @@ fn a_changed_balancer_config_replaces_the_balancer_and_serves_the_new_route() {
     let conf = std::fs::read_to_string(s.path().join(".stackc/sc-cfg/files/nginx/edge.conf"))
         .expect("mounted config");
     assert!(conf.contains("location /v2 {"), "{conf}");
+}
+
+/// A web tier behind nginx with a rollout policy.
+fn rolling(stack: &str, subnet: u8, port: u16, image: &str, strategy: &str, steps: &str) -> String {
+    format!(
+        r#"stack "{stack}" version="1.0.0"
+network "net" subnet="10.{subnet}.0.0/16" {{
+    tier "apps" subnet="10.{subnet}.2.0/24"
+    tier "edge" subnet="10.{subnet}.3.0/24"
+}}
+service "web" tier="apps" {{
+    image "{image}"
+    cluster "active-active" replicas=2
+    port 8080
+    health cmd="true" interval="1s" timeout="1s" retries=2
+    rollout "{strategy}" {{
+        steps {steps}
+        gate healthy-for="2s" max-error-rate=0.05
+        on-failure "rollback"
+    }}
+}}
+balancer "edge" tier="edge" {{
+    listen 80 published={port}
+    route "/" to="web"
+}}
+"#
+    )
+}
+
+/// GET / in a loop until `stop`, counting answers by version and failures.
+fn client_loop(
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(usize, usize, usize)> {
+    std::thread::spawn(move || {
+        let (mut v1, mut v2, mut failed) = (0, 0, 0);
+        // Bounded: at most 20,000 requests, spaced 5 ms apart.
+        for _ in 0..20_000 {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            match http_get(port, "/") {
+                Some(b) if b.contains("200 OK") && b.contains("v2") => v2 += 1,
+                Some(b) if b.contains("200 OK") => v1 += 1,
+                _ => failed += 1,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        (v1, v2, failed)
+    })
+}
+
+#[test]
+fn a_good_blue_green_rollout_moves_all_traffic_with_no_failed_request() {
+    let s = Stack::new(
+        "sc-bg",
+        &rolling("sc-bg", 73, 18973, "v1/web:1.0.0", "blue-green", "50 100"),
+    );
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(http_get(18973, "/").expect("answers").contains("v1"));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = client_loop(18973, stop.clone());
+    s.write(&rolling(
+        "sc-bg",
+        73,
+        18973,
+        "v2/web:2.0.0",
+        "blue-green",
+        "50 100",
+    ));
+    let r = s.run(&["apply"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (v1, v2, failed) = client.join().expect("client");
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("step 50%") && r.stderr.contains("step 100%"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        failed, 0,
+        "failed requests during the rollout ({v1} v1, {v2} v2)"
+    );
+    assert!(
+        v1 > 0 && v2 > 0,
+        "both versions served during the rollout: {v1} v1, {v2} v2"
+    );
+    // Afterwards: only the new version, at the stable names; no -next left.
+    for _ in 0..10 {
+        assert!(http_get(18973, "/").expect("answers").contains("v2"));
+    }
+    let out = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", "name=sc-bg-web-0-next"])
+        .output()
+        .expect("docker");
+    assert!(out.stdout.is_empty());
+    assert_eq!(s.run(&["plan", "--detailed-exitcode"]).code, 0, "converged");
+    let r = s.run(&["rollout", "history", "web", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["attempts"][0]["outcome"], "succeeded");
+    let steps = v["attempts"][0]["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2);
+    // At 50% the new version really received traffic, without errors.
+    assert!(
+        steps[0]["requests"].as_u64().expect("count") > 0,
+        "{steps:?}"
+    );
+    assert_eq!(steps[0]["errors"], 0);
+}
+
+#[test]
+fn a_failing_canary_is_rolled_back_and_history_lists_both_attempts() {
+    let s = Stack::new(
+        "sc-canary",
+        &rolling("sc-canary", 74, 18974, "v1/web:1.0.0", "canary", "50 100"),
+    );
+    assert_eq!(s.run(&["apply"]).code, 0);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = client_loop(18974, stop.clone());
+    s.write(&rolling(
+        "sc-canary",
+        74,
+        18974,
+        "fail/web:2.0.0",
+        "canary",
+        "50 100",
+    ));
+    let r = s.run(&["apply"]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = client.join();
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("rollout of web rolled back: at 50%: error rate"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("above the gate 0.05"), "{}", r.stderr);
+    // Every request is answered by stable again, and the canary is gone.
+    for _ in 0..20 {
+        let b = http_get(18974, "/").expect("answers");
+        assert!(b.contains("200 OK") && b.contains("v1"), "{b}");
+    }
+    let out = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", "name=sc-canary-web-0-next"])
+        .output()
+        .expect("docker");
+    assert!(out.stdout.is_empty());
+    // A good version afterwards succeeds; history has both attempts.
+    s.write(&rolling(
+        "sc-canary",
+        74,
+        18974,
+        "v2/web:2.0.0",
+        "canary",
+        "50 100",
+    ));
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = s.run(&["rollout", "history", "web"]);
+    assert_eq!(r.code, 0);
+    let lines: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    assert!(
+        lines[0].contains("rolled back (at 50%: error rate"),
+        "{}",
+        r.stdout
+    );
+    assert!(lines[1].contains("succeeded"), "{}", r.stdout);
 }

@@ -1,0 +1,609 @@
+//! Progressive rollouts on a Docker engine with the generated nginx tier.
+//!
+//! When apply changes a service that has a rollout policy, and a running
+//! balancer routes to it, the service is not replaced in place:
+//!
+//! 1. the new version starts beside the stable one, on the addresses the
+//!    address plan reserves for it (`<instance>-next`), and must be healthy;
+//! 2. for each step, the balancers' upstream weights are rewritten, the
+//!    config tested (`nginx -t`) and reloaded gracefully, then the gate
+//!    window is held: the new version must stay healthy, and its error ratio
+//!    and p95 latency, read from the balancers' access log for its own
+//!    upstream addresses, must stay within the gates;
+//! 3. on success the stable instances are recreated with the new version
+//!    while the new one carries all traffic, traffic returns to them, and
+//!    the `-next` containers are removed. Traffic is never without a
+//!    healthy backend;
+//! 4. on a failed gate, `on-failure "rollback"` sends all traffic back to
+//!    stable and removes the new version; `"pause"` keeps the weights.
+//!
+//! Every attempt is recorded in the stack's state directory
+//! (`rollouts/<service>.json`, written atomically): `stackc rollout
+//! history` and `status` read it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bollard::models::ExecConfig;
+use bollard::query_parameters::LogsOptions;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::docker::Engine;
+use crate::model::{OnFailure, Rollout};
+use crate::plan::{ContainerSpec, Desired};
+
+/// Everything one rollout needs, prepared by the caller.
+pub struct RolloutJob {
+    pub service: String,
+    pub policy: Rollout,
+    /// The new version of each stable instance, at its own `-next` name
+    /// and reserved address.
+    pub next: Vec<ContainerSpec>,
+    /// Stable specs (the new version at the stable names), recreated once
+    /// the rollout passed.
+    pub stable: Vec<ContainerSpec>,
+    /// Balancer containers routing to the service, with the path of their
+    /// mounted config file.
+    pub balancers: Vec<(String, PathBuf)>,
+    /// Renders each balancer's config for a percentage on the new version.
+    pub render: Box<dyn Fn(u32) -> Vec<String> + Send + Sync>,
+    /// The container port balancers send the service's traffic to.
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub percent: u32,
+    pub requests: usize,
+    pub errors: usize,
+    pub p95_ms: Option<u64>,
+    /// Seconds the traffic switch took (rewrite, test, reload).
+    pub switch_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub started: u64,
+    pub finished: Option<u64>,
+    pub strategy: String,
+    pub from_image: String,
+    pub to_image: String,
+    /// `running`, `succeeded`, `rolled-back`, `paused`, `failed`.
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub steps: Vec<StepRecord>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub service: String,
+    pub attempts: Vec<Attempt>,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn history_path(state_dir: &Path, stack: &str, service: &str) -> PathBuf {
+    state_dir
+        .join(stack)
+        .join("rollouts")
+        .join(format!("{service}.json"))
+}
+
+pub fn load_history(state_dir: &Path, stack: &str, service: &str) -> History {
+    std::fs::read_to_string(history_path(state_dir, stack, service))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| History {
+            service: service.to_string(),
+            attempts: Vec::new(),
+        })
+}
+
+fn save_history(state_dir: &Path, stack: &str, h: &History) -> Result<(), String> {
+    let path = history_path(state_dir, stack, &h.service);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(h).expect("json");
+    crate::artifacts::write_atomic(&path, text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Requests to the new version seen in a balancer log line.
+fn parse_line(line: &str, next: &[String]) -> Option<(bool, Option<f64>)> {
+    // A value may hold ", "-separated retries: it runs to the next key=.
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let field = |key: &str| -> Option<String> {
+        let at = words.iter().position(|w| w.starts_with(key))?;
+        let mut v = words[at][key.len()..].to_string();
+        for w in &words[at + 1..] {
+            if w.contains('=') {
+                break;
+            }
+            v.push(' ');
+            v.push_str(w);
+        }
+        Some(v)
+    };
+    let upstream = field("upstream=")?;
+    // With retries nginx lists several upstreams; the last one answered.
+    let last = upstream.rsplit(", ").next().unwrap_or(&upstream);
+    if !next.iter().any(|n| n == last) {
+        return None;
+    }
+    let status = field("upstream_status=")?;
+    let code = status.rsplit(", ").next().unwrap_or(&status);
+    let failed = code.starts_with('5') || code == "-";
+    let time = field("upstream_time=")
+        .and_then(|t| t.rsplit(", ").next().and_then(|t| t.parse::<f64>().ok()));
+    Some((failed, time))
+}
+
+impl Engine {
+    async fn exec(&self, container: &str, cmd: &[&str]) -> Result<(i64, String), String> {
+        let exec = self
+            .docker()
+            .create_exec(
+                container,
+                ExecConfig {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| format!("exec in {container}: {e}"))?;
+        let mut output = String::new();
+        if let bollard::exec::StartExecResults::Attached {
+            output: mut out, ..
+        } = self
+            .docker()
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| format!("exec in {container}: {e}"))?
+        {
+            while let Some(Ok(chunk)) = out.next().await {
+                output.push_str(&chunk.to_string());
+            }
+        }
+        let code = self
+            .docker()
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| format!("exec in {container}: {e}"))?
+            .exit_code
+            .unwrap_or(-1);
+        Ok((code, output))
+    }
+
+    /// Write each balancer's config for `percent` on the new version, test
+    /// it and reload nginx. A failed test leaves the running config alone.
+    async fn switch(&self, job: &RolloutJob, percent: u32) -> Result<f64, String> {
+        let t = Instant::now();
+        let confs = (job.render)(percent);
+        for ((container, path), conf) in job.balancers.iter().zip(confs) {
+            let previous = std::fs::read_to_string(path).unwrap_or_default();
+            // Written in place: the container's bind mount follows the inode.
+            std::fs::write(path, &conf)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            let (code, out) = self.exec(container, &["nginx", "-t"]).await?;
+            if code != 0 {
+                let _ = std::fs::write(path, previous);
+                return Err(format!(
+                    "nginx -t rejected the config for {percent}% in {container}: {}",
+                    out.trim()
+                ));
+            }
+            let (code, out) = self.exec(container, &["nginx", "-s", "reload"]).await?;
+            if code != 0 {
+                return Err(format!(
+                    "nginx reload failed in {container}: {}",
+                    out.trim()
+                ));
+            }
+        }
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// Requests to the new version in the balancers' logs since `since`.
+    async fn measure(
+        &self,
+        job: &RolloutJob,
+        since_unix: i64,
+        since_text: &str,
+    ) -> Result<(usize, usize, Option<u64>), String> {
+        let next: Vec<String> = job
+            .next
+            .iter()
+            .filter_map(|s| Some(format!("{}:{}", s.ipv4.clone()?, job.port?)))
+            .collect();
+        let (mut requests, mut errors, mut times) = (0usize, 0usize, Vec::new());
+        for (container, _) in &job.balancers {
+            let opts = LogsOptions {
+                stdout: true,
+                stderr: false,
+                since: since_unix as i32,
+                timestamps: true,
+                tail: "all".into(),
+                ..Default::default()
+            };
+            let mut logs = self.docker().logs(container, Some(opts));
+            while let Some(item) = logs.next().await {
+                let line = item
+                    .map_err(|e| format!("logs of {container}: {e}"))?
+                    .to_string();
+                // Timestamps are RFC 3339 with nanoseconds: they order as text.
+                let (ts, rest) = line.split_once(' ').unwrap_or(("", &line));
+                if ts < since_text {
+                    continue;
+                }
+                if let Some((failed, time)) = parse_line(rest, &next) {
+                    requests += 1;
+                    errors += usize::from(failed);
+                    if let Some(t) = time {
+                        times.push(t);
+                    }
+                }
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let p95 = (!times.is_empty()).then(|| {
+            (times[((times.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)] * 1000.0) as u64
+        });
+        Ok((requests, errors, p95))
+    }
+
+    /// Run one rollout; returns an error (after rolling back, when the
+    /// policy says so) when a gate fails.
+    pub async fn rollout(
+        &self,
+        desired: &Desired,
+        job: &RolloutJob,
+        secrets: &HashMap<String, String>,
+        state_dir: &Path,
+        progress: &(dyn Fn(String) + Sync),
+    ) -> Result<(), String> {
+        let mut history = load_history(state_dir, &desired.stack, &job.service);
+        let from_image = self
+            .live(&job.stable[0].name)
+            .await?
+            .map(|l| l.image)
+            .unwrap_or_default();
+        history.attempts.push(Attempt {
+            started: now(),
+            finished: None,
+            strategy: format!("{:?}", job.policy.strategy).to_lowercase(),
+            from_image,
+            to_image: job.stable[0].image.clone(),
+            outcome: "running".into(),
+            reason: None,
+            steps: Vec::new(),
+        });
+        save_history(state_dir, &desired.stack, &history)?;
+        let result = self
+            .rollout_steps(desired, job, secrets, progress, &mut history)
+            .await;
+        let attempt = history.attempts.last_mut().expect("pushed");
+        attempt.finished = Some(now());
+        match &result {
+            Ok(()) => attempt.outcome = "succeeded".into(),
+            Err((outcome, reason)) => {
+                attempt.outcome = outcome.clone();
+                attempt.reason = Some(reason.clone());
+            }
+        }
+        save_history(state_dir, &desired.stack, &history)?;
+        result
+            .map_err(|(outcome, reason)| format!("rollout of {} {outcome}: {reason}", job.service))
+    }
+
+    async fn rollout_steps(
+        &self,
+        desired: &Desired,
+        job: &RolloutJob,
+        secrets: &HashMap<String, String>,
+        progress: &(dyn Fn(String) + Sync),
+        history: &mut History,
+    ) -> Result<(), (String, String)> {
+        let fail = |r: String| ("failed".to_string(), r);
+        progress(format!(
+            "rollout {} ({:?}): starting the new version",
+            job.service, job.policy.strategy
+        ));
+        for spec in &job.next {
+            self.remove(&spec.name).await.map_err(fail)?;
+            self.create_started(desired, spec, secrets)
+                .await
+                .map_err(fail)?;
+        }
+        for spec in &job.next {
+            if let Err(e) = self.ready(spec, Duration::from_secs(300)).await {
+                // The new version never became healthy: no traffic moved.
+                for s in &job.next {
+                    let _ = self.remove(&s.name).await;
+                }
+                return Err((
+                    "rolled back".into(),
+                    format!("the new version did not become healthy: {e}"),
+                ));
+            }
+        }
+        let hold = job
+            .policy
+            .gate
+            .healthy_for
+            .as_ref()
+            .map_or(Duration::from_secs(5), |d| Duration::from_millis(d.millis));
+        for &percent in &job.policy.steps.value {
+            let since = chrono_now();
+            let switch_secs = self.switch(job, percent).await.map_err(fail)?;
+            progress(format!(
+                "  step {percent}%: traffic switched in {:.0} ms; holding {}s",
+                switch_secs * 1000.0,
+                hold.as_secs()
+            ));
+            let deadline = Instant::now() + hold;
+            let mut gate_failure = None;
+            while Instant::now() < deadline && gate_failure.is_none() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                for spec in &job.next {
+                    if let Ok(Some(live)) = self.live(&spec.name).await
+                        && !live.running
+                    {
+                        gate_failure = Some(format!("health: {} stopped", spec.name));
+                    }
+                }
+                let (requests, errors, p95) =
+                    self.measure(job, since.0, &since.1).await.map_err(fail)?;
+                if let Some(max) = &job.policy.gate.max_error_rate
+                    && requests > 0
+                {
+                    let ratio = errors as f64 / requests as f64;
+                    if ratio > max.value {
+                        gate_failure = Some(format!(
+                            "error rate {ratio:.3} above the gate {} ({errors} of {requests} requests)",
+                            max.value
+                        ));
+                    }
+                }
+                if let (Some(max), Some(p)) = (&job.policy.gate.max_latency_p95, p95)
+                    && p > max.millis
+                {
+                    gate_failure = Some(format!("p95 latency {p} ms above the gate {}", max.text));
+                }
+            }
+            let (requests, errors, p95) =
+                self.measure(job, since.0, &since.1).await.map_err(fail)?;
+            history
+                .attempts
+                .last_mut()
+                .expect("attempt")
+                .steps
+                .push(StepRecord {
+                    percent,
+                    requests,
+                    errors,
+                    p95_ms: p95,
+                    switch_secs,
+                });
+            if let Some(reason) = gate_failure {
+                progress(format!("  step {percent}%: gate failed: {reason}"));
+                return match job.policy.on_failure {
+                    OnFailure::Rollback => {
+                        self.switch(job, 0).await.map_err(fail)?;
+                        for spec in &job.next {
+                            self.remove(&spec.name).await.map_err(fail)?;
+                        }
+                        progress(format!(
+                            "  rolled back: all traffic on the stable version of {}",
+                            job.service
+                        ));
+                        Err(("rolled back".into(), format!("at {percent}%: {reason}")))
+                    }
+                    OnFailure::Pause => Err((
+                        "paused".into(),
+                        format!("at {percent}%: {reason}; weights kept"),
+                    )),
+                };
+            }
+        }
+        // Passed: the stable instances take the new version while the new
+        // one carries all the traffic, then take the traffic back.
+        progress(format!(
+            "  promoting: recreating the stable instances of {}",
+            job.service
+        ));
+        for spec in &job.stable {
+            self.remove(&spec.name).await.map_err(fail)?;
+            self.create_started(desired, spec, secrets)
+                .await
+                .map_err(fail)?;
+        }
+        for spec in &job.stable {
+            self.ready(spec, Duration::from_secs(300))
+                .await
+                .map_err(fail)?;
+        }
+        self.switch(job, 0).await.map_err(fail)?;
+        for spec in &job.next {
+            self.remove(&spec.name).await.map_err(fail)?;
+        }
+        progress(format!("  rollout of {} complete", job.service));
+        Ok(())
+    }
+}
+
+/// Now as unix seconds and as an RFC 3339 UTC timestamp with nanoseconds,
+/// the form Docker gives log lines.
+fn chrono_now() -> (i64, String) {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let dd = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    let text = format!(
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_nanos()
+    );
+    (secs, text)
+}
+
+/// The rollouts a plan calls for: services with a rollout policy whose
+/// running instances are all to be recreated, behind a balancer that runs
+/// and stays as it is. Anything else is a plain recreate.
+pub fn jobs(
+    t: &crate::model::Topology,
+    g: &crate::graph::Graph,
+    plan: &crate::plan::Plan,
+    observed: &crate::plan::Observed,
+    files_dir: &Path,
+) -> Vec<RolloutJob> {
+    use crate::plan::Action;
+    let stack = &t.stack.name.value;
+    let addresses = crate::targets::Plan::new(t);
+    let action = |name: &str| {
+        plan.changes
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| &c.action)
+    };
+    let running = |name: &str| {
+        observed
+            .containers
+            .iter()
+            .any(|c| c.name == name && c.running)
+    };
+    let mut out = Vec::new();
+    for (i, s) in t.services.iter().enumerate() {
+        let Some(policy) = &s.rollout else { continue };
+        let stable: Vec<ContainerSpec> = plan
+            .desired
+            .containers
+            .iter()
+            .filter(|c| c.service == s.name.value)
+            .cloned()
+            .collect();
+        if stable.is_empty()
+            || !stable.iter().all(|c| {
+                matches!(action(&c.name), Some(Action::Recreate { .. })) && running(&c.name)
+            })
+        {
+            continue;
+        }
+        let balancers: Vec<(usize, &crate::model::Balancer)> = t
+            .balancers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.routes.iter().any(|r| r.to.value == s.name.value))
+            .collect();
+        let balancer_names: Vec<(String, PathBuf)> = balancers
+            .iter()
+            .flat_map(|(bi, b)| {
+                addresses.balancers[*bi].iter().map(move |inst| {
+                    (
+                        format!("{stack}-{}", inst.name),
+                        files_dir.join(crate::targets::nginx::path(b)),
+                    )
+                })
+            })
+            .collect();
+        if balancer_names.is_empty()
+            || !balancer_names
+                .iter()
+                .all(|(n, _)| running(n) && matches!(action(n), Some(Action::Unchanged)))
+        {
+            continue;
+        }
+        let next: Vec<ContainerSpec> = stable
+            .iter()
+            .zip(&addresses.next[i])
+            .map(|(spec, inst)| {
+                let mut n = spec.clone();
+                n.name = format!("{}-next", spec.name);
+                n.instance = inst.name.clone();
+                n.ipv4 = inst.address.map(|a| a.to_string());
+                // Host ports belong to the stable instances.
+                n.ports.clear();
+                n.labels
+                    .insert("io.stackc.instance".into(), inst.name.clone());
+                n.labels.insert("io.stackc.track".into(), "next".into());
+                n
+            })
+            .collect();
+        let (topology, graph, service) = (t.clone(), g.clone(), s.name.value.clone());
+        let indices: Vec<usize> = balancers
+            .iter()
+            .flat_map(|(bi, b)| std::iter::repeat_n(*bi, b.replicas.value as usize))
+            .collect();
+        let render = Box::new(move |percent: u32| {
+            let mut cx = crate::targets::Ctx::new(&topology, &graph);
+            let mut w = crate::targets::nginx::Weights::new();
+            w.insert(service.clone(), percent);
+            indices
+                .iter()
+                .map(|bi| crate::targets::nginx::render(&mut cx, *bi, &w).unwrap_or_default())
+                .collect()
+        });
+        out.push(RolloutJob {
+            service: s.name.value.clone(),
+            policy: policy.clone(),
+            next,
+            stable,
+            balancers: balancer_names,
+            render,
+            port: crate::targets::nginx::service_port(s),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_read_for_the_new_version_only() {
+        let next = vec!["10.0.2.9:8080".to_string()];
+        let line = r#"127.0.0.1 [2026-11-25T12:00:00+00:00] "GET / HTTP/1.1" 500 9 upstream=10.0.2.9:8080 upstream_status=500 request_time=0.003 upstream_time=0.002"#;
+        assert_eq!(parse_line(line, &next), Some((true, Some(0.002))));
+        let stable = line.replace("10.0.2.9", "10.0.2.2");
+        assert_eq!(parse_line(&stable, &next), None);
+        let retried = line
+            .replace(
+                "upstream=10.0.2.9:8080",
+                "upstream=10.0.2.2:8080, 10.0.2.9:8080",
+            )
+            .replace("upstream_status=500", "upstream_status=502, 200");
+        assert_eq!(parse_line(&retried, &next), Some((false, Some(0.002))));
+    }
+
+    #[test]
+    fn timestamps_sort_as_text() {
+        let (secs, text) = chrono_now();
+        assert!(secs > 1_700_000_000);
+        assert_eq!(text.len(), "2026-11-25T12:00:00.000000000Z".len());
+        assert!(text.ends_with('Z'));
+    }
+}
