@@ -88,6 +88,38 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Operator commands for a running rollout, written by `stackc rollout`
+/// and read by the apply that runs it.
+pub fn control_path(state_dir: &Path, stack: &str, service: &str) -> PathBuf {
+    state_dir
+        .join(stack)
+        .join("rollouts")
+        .join(format!("{service}.control"))
+}
+
+fn read_control(state_dir: &Path, stack: &str, service: &str) -> Option<String> {
+    std::fs::read_to_string(control_path(state_dir, stack, service))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Ask the running rollout of `service` to `abort`, `promote`, `pause` or
+/// `resume`.
+pub fn send_control(
+    state_dir: &Path,
+    stack: &str,
+    service: &str,
+    command: &str,
+) -> Result<(), String> {
+    let path = control_path(state_dir, stack, service);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    crate::artifacts::write_atomic(&path, command.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 pub fn history_path(state_dir: &Path, stack: &str, service: &str) -> PathBuf {
     state_dir
         .join(stack)
@@ -194,18 +226,17 @@ impl Engine {
             // Written in place: the container's bind mount follows the inode.
             std::fs::write(path, &conf)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            let (code, out) = self.exec(container, &["nginx", "-t"]).await?;
+            // One round trip: the config test gates the reload.
+            let (code, out) = self
+                .exec(
+                    container,
+                    &["sh", "-c", "nginx -t 2>&1 && nginx -s reload 2>&1"],
+                )
+                .await?;
             if code != 0 {
                 let _ = std::fs::write(path, previous);
                 return Err(format!(
-                    "nginx -t rejected the config for {percent}% in {container}: {}",
-                    out.trim()
-                ));
-            }
-            let (code, out) = self.exec(container, &["nginx", "-s", "reload"]).await?;
-            if code != 0 {
-                return Err(format!(
-                    "nginx reload failed in {container}: {}",
+                    "nginx rejected the config for {percent}% in {container} (the running config is unchanged): {}",
                     out.trim()
                 ));
             }
@@ -277,6 +308,18 @@ impl Engine {
             .await?
             .map(|l| l.image)
             .unwrap_or_default();
+        // An attempt still `running` belongs to a stackc that was killed:
+        // this one starts over from the first step.
+        for a in history
+            .attempts
+            .iter_mut()
+            .filter(|a| a.outcome == "running")
+        {
+            a.outcome = "interrupted".into();
+            a.reason =
+                Some("stackc stopped during the rollout; the next apply started it again".into());
+        }
+        let _ = std::fs::remove_file(control_path(state_dir, &desired.stack, &job.service));
         history.attempts.push(Attempt {
             started: now(),
             finished: None,
@@ -289,8 +332,9 @@ impl Engine {
         });
         save_history(state_dir, &desired.stack, &history)?;
         let result = self
-            .rollout_steps(desired, job, secrets, progress, &mut history)
+            .rollout_steps(desired, job, secrets, state_dir, progress, &mut history)
             .await;
+        let _ = std::fs::remove_file(control_path(state_dir, &desired.stack, &job.service));
         let attempt = history.attempts.last_mut().expect("pushed");
         attempt.finished = Some(now());
         match &result {
@@ -310,9 +354,11 @@ impl Engine {
         desired: &Desired,
         job: &RolloutJob,
         secrets: &HashMap<String, String>,
+        state_dir: &Path,
         progress: &(dyn Fn(String) + Sync),
         history: &mut History,
     ) -> Result<(), (String, String)> {
+        let control = || read_control(state_dir, &desired.stack, &job.service);
         let fail = |r: String| ("failed".to_string(), r);
         progress(format!(
             "rollout {} ({:?}): starting the new version",
@@ -342,7 +388,11 @@ impl Engine {
             .healthy_for
             .as_ref()
             .map_or(Duration::from_secs(5), |d| Duration::from_millis(d.millis));
+        let mut promoted = false;
         for &percent in &job.policy.steps.value {
+            if promoted {
+                break;
+            }
             let since = chrono_now();
             let switch_secs = self.switch(job, percent).await.map_err(fail)?;
             progress(format!(
@@ -350,10 +400,36 @@ impl Engine {
                 switch_secs * 1000.0,
                 hold.as_secs()
             ));
-            let deadline = Instant::now() + hold;
+            let mut deadline = Instant::now() + hold;
             let mut gate_failure = None;
             while Instant::now() < deadline && gate_failure.is_none() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                match control().as_deref() {
+                    Some("abort") => {
+                        self.switch(job, 0).await.map_err(fail)?;
+                        for spec in &job.next {
+                            self.remove(&spec.name).await.map_err(fail)?;
+                        }
+                        progress(format!(
+                            "  aborted at {percent}%: all traffic back on the stable version of {}",
+                            job.service
+                        ));
+                        return Err(("aborted".into(), format!("by an operator at {percent}%")));
+                    }
+                    Some("promote") => {
+                        progress(format!(
+                            "  promoted at {percent}% by an operator: skipping the remaining steps"
+                        ));
+                        promoted = true;
+                        break;
+                    }
+                    // Paused: the weights stay and the window does not run out.
+                    Some("pause") => {
+                        deadline = Instant::now() + hold;
+                        continue;
+                    }
+                    _ => {}
+                }
                 for spec in &job.next {
                     if let Ok(Some(live)) = self.live(&spec.name).await
                         && !live.running
@@ -414,6 +490,9 @@ impl Engine {
                     )),
                 };
             }
+        }
+        if promoted {
+            self.switch(job, 100).await.map_err(fail)?;
         }
         // Passed: the stable instances take the new version while the new
         // one carries all the traffic, then take the traffic back.

@@ -537,9 +537,39 @@ pub fn run_rollout(
         return 1;
     }
     let h = crate::apply::rollout::load_history(&cx.state_dir, &cx.desired.stack, service);
+    let command = match action {
+        super::RolloutAction::Promote => Some("promote"),
+        super::RolloutAction::Pause => Some("pause"),
+        super::RolloutAction::Resume => Some("resume"),
+        super::RolloutAction::Abort => Some("abort"),
+        _ => None,
+    };
+    if let Some(command) = command {
+        if h.attempts.last().is_none_or(|a| a.outcome != "running") {
+            eprintln!(
+                "error: no rollout of `{service}` is running; `stackc apply` starts one when the service changes"
+            );
+            return 1;
+        }
+        return match crate::apply::rollout::send_control(
+            &cx.state_dir,
+            &cx.desired.stack,
+            service,
+            command,
+        ) {
+            Ok(()) => {
+                println!("asked the running rollout of `{service}` to {command}");
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        };
+    }
     let attempts: Vec<&crate::apply::rollout::Attempt> = match action {
         super::RolloutAction::Status => h.attempts.last().into_iter().collect(),
-        super::RolloutAction::History => h.attempts.iter().collect(),
+        _ => h.attempts.iter().collect(),
     };
     if json {
         println!(

@@ -187,6 +187,14 @@ pub enum RolloutAction {
     Status,
     /// Every attempt, with outcome and reason
     History,
+    /// Skip the remaining steps of the running rollout
+    Promote,
+    /// Hold the running rollout at its current weights
+    Pause,
+    /// Continue a paused rollout
+    Resume,
+    /// Return all traffic to the stable version at once and remove the new one
+    Abort,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

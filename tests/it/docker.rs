@@ -963,3 +963,95 @@ fn a_failing_canary_is_rolled_back_and_history_lists_both_attempts() {
     );
     assert!(lines[1].contains("succeeded"), "{}", r.stdout);
 }
+
+fn slow_rolling(stack: &str, subnet: u8, port: u16, image: &str) -> String {
+    rolling(stack, subnet, port, image, "canary", "25 50 100")
+        .replace("healthy-for=\"2s\"", "healthy-for=\"20s\"")
+}
+
+/// Wait until the rollout of `web` is running (as `stackc rollout status` says).
+fn wait_running(s: &Stack) {
+    for _ in 0..120 {
+        let r = s.run(&["rollout", "status", "web", "--json"]);
+        if r.stdout.contains("\"outcome\": \"running\"") {
+            // Let the first step take traffic.
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("the rollout never started");
+}
+
+#[test]
+fn abort_mid_rollout_restores_stable_at_once() {
+    let s = Stack::new(
+        "sc-abort",
+        &slow_rolling("sc-abort", 76, 18976, "v1/web:1.0.0"),
+    );
+    assert_eq!(s.run(&["apply"]).code, 0);
+    let r = s.run(&["rollout", "abort", "web"]);
+    assert_eq!(r.code, 1, "nothing to abort yet: {}", r.stderr);
+    s.write(&slow_rolling("sc-abort", 76, 18976, "v2/web:2.0.0"));
+    let apply = s
+        .cmd(&["apply"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_running(&s);
+    let r = s.run(&["rollout", "abort", "web"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let started = std::time::Instant::now();
+    let out = apply.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("rollout of web aborted: by an operator at 25%"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "abort is not immediate"
+    );
+    for _ in 0..20 {
+        assert!(http_get(18976, "/").expect("answers").contains("v1"));
+    }
+    let out = Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter", "name=sc-abort-web-0-next"])
+        .output()
+        .expect("docker");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_rollout_cut_by_kill_9_starts_over_on_the_next_apply() {
+    let s = Stack::new(
+        "sc-resume",
+        &slow_rolling("sc-resume", 77, 18977, "v1/web:1.0.0").replace("20s", "3s"),
+    );
+    assert_eq!(s.run(&["apply"]).code, 0);
+    s.write(&slow_rolling("sc-resume", 77, 18977, "v2/web:2.0.0").replace("20s", "3s"));
+    let mut apply = s
+        .cmd(&["apply"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_running(&s);
+    let _ = Command::new("kill")
+        .args(["-9", &apply.id().to_string()])
+        .status();
+    let _ = apply.wait();
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for _ in 0..10 {
+        assert!(http_get(18977, "/").expect("answers").contains("v2"));
+    }
+    assert_eq!(s.run(&["plan", "--detailed-exitcode"]).code, 0, "converged");
+    let r = s.run(&["rollout", "history", "web"]);
+    let lines: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    assert!(lines[0].contains("interrupted"), "{}", r.stdout);
+    assert!(lines[1].contains("succeeded"), "{}", r.stdout);
+}
