@@ -34,6 +34,10 @@ use super::docker::Engine;
 use crate::model::{OnFailure, Rollout};
 use crate::plan::{ContainerSpec, Desired};
 
+/// How long nginx's previous workers get to finish the requests they
+/// hold before the servers they talk to are removed.
+const DRAIN: Duration = Duration::from_secs(3);
+
 /// Everything one rollout needs, prepared by the caller.
 pub struct RolloutJob {
     pub service: String,
@@ -407,6 +411,7 @@ impl Engine {
                 match control().as_deref() {
                     Some("abort") => {
                         self.switch(job, 0).await.map_err(fail)?;
+                        tokio::time::sleep(DRAIN).await;
                         for spec in &job.next {
                             self.remove(&spec.name).await.map_err(fail)?;
                         }
@@ -475,6 +480,7 @@ impl Engine {
                 return match job.policy.on_failure {
                     OnFailure::Rollback => {
                         self.switch(job, 0).await.map_err(fail)?;
+                        tokio::time::sleep(DRAIN).await;
                         for spec in &job.next {
                             self.remove(&spec.name).await.map_err(fail)?;
                         }
@@ -512,6 +518,7 @@ impl Engine {
                 .map_err(fail)?;
         }
         self.switch(job, 0).await.map_err(fail)?;
+        tokio::time::sleep(DRAIN).await;
         for spec in &job.next {
             self.remove(&spec.name).await.map_err(fail)?;
         }

@@ -126,7 +126,12 @@ fn healthcheck(h: &Health) -> Value {
                 escape(&path.value)
             )
         }
-        HealthProbe::Tcp(port) => format!("nc -z 127.0.0.1 {} || exit 1", port.value),
+        // `-z` is not in busybox nc; connecting with an empty stdin works in
+        // busybox, OpenBSD and traditional netcat alike.
+        HealthProbe::Tcp(port) => format!(
+            "nc -w 2 127.0.0.1 {} </dev/null >/dev/null || exit 1",
+            port.value
+        ),
     };
     let mut m = Map::new();
     m.insert("test".into(), json!(["CMD-SHELL", test]));

@@ -945,7 +945,7 @@ impl<'a> Emitter<'_, 'a> {
                     "sh".into(),
                     "-c".into(),
                     format!(
-                        "until nc -z -w 2 {dep} {port}; do echo waiting for {dep}:{port}; sleep 2; done"
+                        "until nc -w 2 {dep} {port} </dev/null >/dev/null; do echo waiting for {dep}:{port}; sleep 2; done"
                     ),
                 ]),
                 resources: Some(sidecar_resources()),

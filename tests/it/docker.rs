@@ -805,7 +805,7 @@ service "web" tier="apps" {{
     image "{image}"
     cluster "active-active" replicas=2
     port 8080
-    health cmd="true" interval="1s" timeout="1s" retries=2
+    health tcp=8080 interval="1s" timeout="1s" retries=2
     rollout "{strategy}" {{
         steps {steps}
         gate healthy-for="2s" max-error-rate=0.05
