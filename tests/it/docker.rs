@@ -1055,3 +1055,44 @@ fn a_rollout_cut_by_kill_9_starts_over_on_the_next_apply() {
     assert!(lines[0].contains("interrupted"), "{}", r.stdout);
     assert!(lines[1].contains("succeeded"), "{}", r.stdout);
 }
+
+#[test]
+fn drift_ignore_rules_list_what_they_ignore_and_why() {
+    let text = three_tier("sc-ignore", 78, 18978, "a")
+        + "drift-ignore \"api\" field=\"memory\" reason=\"tuned by hand during the incident\"\n";
+    let s = Stack::new("sc-ignore", &text);
+    assert_eq!(s.run(&["apply"]).code, 0);
+    let st = Command::new("docker")
+        .args([
+            "update",
+            "--memory",
+            "64m",
+            "--memory-swap",
+            "64m",
+            "sc-ignore-api-0",
+        ])
+        .status()
+        .expect("docker");
+    assert!(st.success());
+    let r = s.run(&["drift"]);
+    assert_eq!(
+        r.code, 0,
+        "an ignored difference is not drift: {}{}",
+        r.stdout, r.stderr
+    );
+    assert!(
+        r.stdout.contains("ignored sc-ignore-api-0 memory")
+            && r.stdout.contains("(tuned by hand during the incident)"),
+        "{}",
+        r.stdout
+    );
+    // Other fields still count.
+    assert!(
+        Command::new("docker")
+            .args(["stop", "sc-ignore-db"])
+            .status()
+            .expect("docker")
+            .success()
+    );
+    assert_eq!(s.run(&["drift"]).code, 2);
+}
