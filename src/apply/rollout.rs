@@ -38,6 +38,13 @@ use crate::plan::{ContainerSpec, Desired};
 /// hold before the servers they talk to are removed.
 const DRAIN: Duration = Duration::from_secs(3);
 
+fn strategy_name(job: &RolloutJob) -> &'static str {
+    match job.policy.strategy {
+        crate::model::RolloutStrategy::BlueGreen => "blue-green",
+        crate::model::RolloutStrategy::Canary => "canary",
+    }
+}
+
 /// Everything one rollout needs, prepared by the caller.
 pub struct RolloutJob {
     pub service: String,
@@ -327,7 +334,7 @@ impl Engine {
         history.attempts.push(Attempt {
             started: now(),
             finished: None,
-            strategy: format!("{:?}", job.policy.strategy).to_lowercase(),
+            strategy: strategy_name(job).into(),
             from_image,
             to_image: job.stable[0].image.clone(),
             outcome: "running".into(),
@@ -365,8 +372,9 @@ impl Engine {
         let control = || read_control(state_dir, &desired.stack, &job.service);
         let fail = |r: String| ("failed".to_string(), r);
         progress(format!(
-            "rollout {} ({:?}): starting the new version",
-            job.service, job.policy.strategy
+            "rollout {} ({}): starting the new version",
+            job.service,
+            strategy_name(job)
         ));
         for spec in &job.next {
             self.remove(&spec.name).await.map_err(fail)?;
