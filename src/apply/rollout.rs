@@ -255,6 +255,17 @@ impl Engine {
         Ok(t.elapsed().as_secs_f64())
     }
 
+    /// All traffic to the stable instances, then, once nginx's previous
+    /// workers have drained, the new version's containers removed.
+    async fn back_to_stable(&self, job: &RolloutJob) -> Result<(), String> {
+        self.switch(job, 0).await?;
+        tokio::time::sleep(DRAIN).await;
+        for spec in &job.next {
+            self.remove(&spec.name).await?;
+        }
+        Ok(())
+    }
+
     /// Requests to the new version in the balancers' logs since `since`.
     async fn measure(
         &self,
@@ -418,11 +429,7 @@ impl Engine {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 match control().as_deref() {
                     Some("abort") => {
-                        self.switch(job, 0).await.map_err(fail)?;
-                        tokio::time::sleep(DRAIN).await;
-                        for spec in &job.next {
-                            self.remove(&spec.name).await.map_err(fail)?;
-                        }
+                        self.back_to_stable(job).await.map_err(fail)?;
                         progress(format!(
                             "  aborted at {percent}%: all traffic back on the stable version of {}",
                             job.service
@@ -487,11 +494,7 @@ impl Engine {
                 progress(format!("  step {percent}%: gate failed: {reason}"));
                 return match job.policy.on_failure {
                     OnFailure::Rollback => {
-                        self.switch(job, 0).await.map_err(fail)?;
-                        tokio::time::sleep(DRAIN).await;
-                        for spec in &job.next {
-                            self.remove(&spec.name).await.map_err(fail)?;
-                        }
+                        self.back_to_stable(job).await.map_err(fail)?;
                         progress(format!(
                             "  rolled back: all traffic on the stable version of {}",
                             job.service
@@ -525,11 +528,7 @@ impl Engine {
                 .await
                 .map_err(fail)?;
         }
-        self.switch(job, 0).await.map_err(fail)?;
-        tokio::time::sleep(DRAIN).await;
-        for spec in &job.next {
-            self.remove(&spec.name).await.map_err(fail)?;
-        }
+        self.back_to_stable(job).await.map_err(fail)?;
         progress(format!("  rollout of {} complete", job.service));
         Ok(())
     }

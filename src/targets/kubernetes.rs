@@ -2668,25 +2668,7 @@ fn ngx_var_ok(v: &str) -> bool {
     })
 }
 
-fn rate_key(k: &RateKey) -> (String, String) {
-    let var = |prefix: &str, name: &str| {
-        format!("${prefix}_{}", name.to_ascii_lowercase().replace('-', "_"))
-    };
-    match k {
-        RateKey::Ip => ("$binary_remote_addr".into(), "client address".into()),
-        RateKey::Header(h) => (var("http", h), format!("header {h}")),
-        RateKey::Cookie(c) => (var("cookie", c), format!("cookie {c}")),
-        RateKey::Arg(a) => (var("arg", a), format!("query argument {a}")),
-    }
-}
-
-fn ngx_time(d: &Duration) -> String {
-    if d.millis.is_multiple_of(1000) {
-        format!("{}s", d.millis / 1000)
-    } else {
-        format!("{}ms", d.millis)
-    }
-}
+use super::nginx::{ngx_time, rate_key};
 
 #[cfg(test)]
 mod tests {

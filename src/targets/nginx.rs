@@ -132,7 +132,8 @@ fn ident(s: &str) -> String {
     s.replace('-', "_")
 }
 
-fn rate_key(k: &RateKey) -> (String, String) {
+/// The nginx variable a rate limit counts by, and a description of it.
+pub(crate) fn rate_key(k: &RateKey) -> (String, String) {
     let var = |prefix: &str, name: &str| {
         format!("${prefix}_{}", name.to_ascii_lowercase().replace('-', "_"))
     };
@@ -145,7 +146,7 @@ fn rate_key(k: &RateKey) -> (String, String) {
 }
 
 /// nginx time: seconds, or milliseconds when not whole.
-fn ngx_time(d: &Duration) -> String {
+pub(crate) fn ngx_time(d: &Duration) -> String {
     if d.millis.is_multiple_of(1000) {
         format!("{}s", d.millis / 1000)
     } else {
