@@ -532,7 +532,8 @@ impl Engine {
                 ));
             }
             match (&spec.health, health.as_deref()) {
-                (None, _) if running => return Ok(()),
+                // A crash-looping container is "running" between restarts.
+                (None, _) if running && !state.restarting.unwrap_or(false) => return Ok(()),
                 (Some(_), Some("healthy")) => return Ok(()),
                 // Docker says unhealthy only after `retries` failures in a
                 // row: waiting longer would only delay the same answer.

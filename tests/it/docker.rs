@@ -49,7 +49,7 @@ impl Stack {
         std::fs::create_dir_all(dir.path().join("targets")).expect("mkdir");
         std::fs::write(
             dir.path().join("targets/standin.kdl"),
-            "target \"standin\" {\n    state-dir \".stackc\"\n    image-map {\n        image \"nginx*\" to=\"stackc-test/nginx:1\"\n        image \"v2/*\" to=\"stackc-test/standin:2\"\n        image \"fail/*\" to=\"stackc-test/standin:fail\"\n        image \"*\" to=\"stackc-test/standin:1\"\n    }\n}\n",
+            "target \"standin\" {\n    state-dir \".stackc\"\n    image-map {\n        image \"nginx:*\" to=\"stackc-test/nginx:1\"\n        image \"v2/*\" to=\"stackc-test/standin:2\"\n        image \"fail/*\" to=\"stackc-test/standin:fail\"\n        image \"*\" to=\"stackc-test/standin:1\"\n    }\n}\n",
         )
         .expect("write");
         let s = Stack {
