@@ -255,6 +255,20 @@ impl Engine {
         Ok(t.elapsed().as_secs_f64())
     }
 
+    /// (Re)create `specs`: any container of the same name is replaced.
+    async fn start_fresh(
+        &self,
+        desired: &Desired,
+        specs: &[ContainerSpec],
+        secrets: &HashMap<String, String>,
+    ) -> Result<(), String> {
+        for spec in specs {
+            self.remove(&spec.name).await?;
+            self.create_started(desired, spec, secrets).await?;
+        }
+        Ok(())
+    }
+
     /// All traffic to the stable instances, then, once nginx's previous
     /// workers have drained, the new version's containers removed.
     async fn back_to_stable(&self, job: &RolloutJob) -> Result<(), String> {
@@ -387,12 +401,9 @@ impl Engine {
             job.service,
             strategy_name(job)
         ));
-        for spec in &job.next {
-            self.remove(&spec.name).await.map_err(fail)?;
-            self.create_started(desired, spec, secrets)
-                .await
-                .map_err(fail)?;
-        }
+        self.start_fresh(desired, &job.next, secrets)
+            .await
+            .map_err(fail)?;
         for spec in &job.next {
             if let Err(e) = self.ready(spec, Duration::from_secs(300)).await {
                 // The new version never became healthy: no traffic moved.
@@ -517,12 +528,9 @@ impl Engine {
             "  promoting: recreating the stable instances of {}",
             job.service
         ));
-        for spec in &job.stable {
-            self.remove(&spec.name).await.map_err(fail)?;
-            self.create_started(desired, spec, secrets)
-                .await
-                .map_err(fail)?;
-        }
+        self.start_fresh(desired, &job.stable, secrets)
+            .await
+            .map_err(fail)?;
         for spec in &job.stable {
             self.ready(spec, Duration::from_secs(300))
                 .await

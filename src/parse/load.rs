@@ -213,54 +213,45 @@ fn io_reason(e: &std::io::Error) -> String {
 /// `kdl` crate's diagnostics are shown, and should the two ever disagree the
 /// `kdl` crate's tree is used, so no valid document is refused.
 fn parse_file(file: FileId, text: &str, diags: &mut Diagnostics) -> Option<Vec<Node>> {
-    match kdl::parse(text, file) {
-        Ok(nodes) => Some(nodes),
-        // The `kdl` crate recurses per nesting level and is slow on large
-        // inputs: consult it only where that is safe and cheap.
-        Err(ours) if text.len() > KDL_RS_MAX_INPUT || brace_depth(text) > KDL_RS_MAX_DEPTH => {
-            diags.push(syntax(
-                file,
-                ours.span.start as usize,
-                ours.span.end as usize,
-                &ours.message,
-                None,
-                None,
-                text,
-            ));
-            None
+    let ours = match kdl::parse(text, file) {
+        Ok(nodes) => return Some(nodes),
+        Err(e) => e,
+    };
+    // The `kdl` crate recurses per nesting level and is slow on large
+    // inputs: consult it only where that is safe and cheap.
+    let issues = if text.len() > KDL_RS_MAX_INPUT || brace_depth(text) > KDL_RS_MAX_DEPTH {
+        Vec::new()
+    } else {
+        match kdl_rs::convert(text, file) {
+            Ok(nodes) => return Some(nodes),
+            Err(issues) => issues,
         }
-        Err(ours) => match kdl_rs::convert(text, file) {
-            Ok(nodes) => Some(nodes),
-            Err(issues) if issues.is_empty() => {
-                diags.push(syntax(
-                    file,
-                    ours.span.start as usize,
-                    ours.span.end as usize,
-                    &ours.message,
-                    None,
-                    None,
-                    text,
-                ));
-                None
-            }
-            Err(issues) => {
-                // After the first error the parser resynchronises by
-                // guessing; what it reports next is mostly echo of the
-                // first mistake, so only the first is shown.
-                let i = &issues[0];
-                diags.push(syntax(
-                    file,
-                    i.start,
-                    i.end,
-                    &i.message,
-                    i.label.as_deref(),
-                    i.help.as_deref(),
-                    text,
-                ));
-                None
-            }
-        },
-    }
+    };
+    // After the first error the `kdl` crate resynchronises by guessing;
+    // what it reports next is mostly echo of the first mistake, so only
+    // the first is shown. Without its view, our own message is.
+    let d = match issues.first() {
+        Some(i) => syntax(
+            file,
+            i.start,
+            i.end,
+            &i.message,
+            i.label.as_deref(),
+            i.help.as_deref(),
+            text,
+        ),
+        None => syntax(
+            file,
+            ours.span.start as usize,
+            ours.span.end as usize,
+            &ours.message,
+            None,
+            None,
+            text,
+        ),
+    };
+    diags.push(d);
+    None
 }
 
 /// Inputs larger than this are not handed to the `kdl` crate.
