@@ -132,7 +132,11 @@ pub fn compare(
         }
     }
     for o in &observed.containers {
-        if o.owned_by(&desired.stack) && !desired.containers.iter().any(|c| c.name == o.name) {
+        if o.owned_by(&desired.stack)
+            && !desired.containers.iter().any(|c| c.name == o.name)
+            // A previous version kept for instant rollback is expected.
+            && o.kept_until().is_none_or(|t| t <= observed.now)
+        {
             out.push(item(
                 &o.name,
                 "container",

@@ -213,6 +213,9 @@ impl Engine {
             containers,
             networks,
             volumes,
+            now: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         })
     }
 
@@ -720,13 +723,24 @@ impl Engine {
                 if cancelled() {
                     return Err(INTERRUPTED.into());
                 }
-                self.rollout(desired, job, &secrets, &opts.state_dir, progress)
-                    .await?;
+                self.rollout(
+                    desired,
+                    job,
+                    &secrets,
+                    &opts.state_dir,
+                    &opts.cancel,
+                    progress,
+                )
+                .await?;
                 summary.recreated += job.stable.len();
                 summary.unchanged -= job.stable.len().min(summary.unchanged);
             }
         }
-        for c in plan.changes.iter().filter(|c| c.action == Action::Delete) {
+        for c in plan
+            .changes
+            .iter()
+            .filter(|c| matches!(c.action, Action::Delete | Action::Expired))
+        {
             if cancelled() {
                 return Err(INTERRUPTED.into());
             }
@@ -822,6 +836,7 @@ pub struct Live {
     pub memory: Option<i64>,
     pub nano_cpus: Option<i64>,
     pub restart: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Engine {
@@ -847,6 +862,7 @@ impl Engine {
                 .restart_policy
                 .and_then(|r| r.name)
                 .map(|n| n.to_string()),
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
         }))
     }
 }

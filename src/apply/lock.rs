@@ -92,6 +92,13 @@ impl Lock {
     }
 }
 
+/// Who holds the lock of `stack`, when a live process does.
+pub fn holder(state_dir: &Path, stack: &str) -> Option<String> {
+    let text = std::fs::read_to_string(state_dir.join(stack).join("lock")).ok()?;
+    let h: Holder = serde_json::from_str(&text).ok()?;
+    alive(h.pid).then(|| format!("`{}` (pid {} on {})", h.command, h.pid, h.host))
+}
+
 impl Drop for Lock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);

@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bollard::models::ExecConfig;
@@ -85,6 +86,12 @@ pub struct Attempt {
     pub outcome: String,
     pub reason: Option<String>,
     pub steps: Vec<StepRecord>,
+    /// The share of traffic on the new version while the rollout runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    /// Blue-green: the previous version is kept until this unix time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_until: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -336,6 +343,7 @@ impl Engine {
         job: &RolloutJob,
         secrets: &HashMap<String, String>,
         state_dir: &Path,
+        cancel: &AtomicBool,
         progress: &(dyn Fn(String) + Sync),
     ) -> Result<(), String> {
         let mut history = load_history(state_dir, &desired.stack, &job.service);
@@ -349,7 +357,7 @@ impl Engine {
         for a in history
             .attempts
             .iter_mut()
-            .filter(|a| a.outcome == "running")
+            .filter(|a| a.outcome == "running" || a.outcome == "paused")
         {
             a.outcome = "interrupted".into();
             a.reason =
@@ -365,16 +373,26 @@ impl Engine {
             outcome: "running".into(),
             reason: None,
             steps: Vec::new(),
+            percent: None,
+            kept_until: None,
         });
         save_history(state_dir, &desired.stack, &history)?;
+        let mut run = Run {
+            state_dir,
+            stack: &desired.stack,
+            history: &mut history,
+        };
         let result = self
-            .rollout_steps(desired, job, secrets, state_dir, progress, &mut history)
+            .rollout_steps(desired, job, secrets, cancel, progress, &mut run)
             .await;
         let _ = std::fs::remove_file(control_path(state_dir, &desired.stack, &job.service));
         let attempt = history.attempts.last_mut().expect("pushed");
         attempt.finished = Some(now());
         match &result {
-            Ok(()) => attempt.outcome = "succeeded".into(),
+            Ok(()) => {
+                attempt.outcome = "succeeded".into();
+                attempt.reason = None;
+            }
             Err((outcome, reason)) => {
                 attempt.outcome = outcome.clone();
                 attempt.reason = Some(reason.clone());
@@ -385,22 +403,46 @@ impl Engine {
             .map_err(|(outcome, reason)| format!("rollout of {} {outcome}: {reason}", job.service))
     }
 
+    /// Hold until an operator decides (`stackc rollout resume|promote|abort`)
+    /// or the apply is interrupted.
+    async fn held(&self, run: &Run<'_>, service: &str, cancel: &AtomicBool) -> Decision {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if cancel.load(Ordering::SeqCst) {
+                return Decision::Interrupted;
+            }
+            match read_control(run.state_dir, run.stack, service).as_deref() {
+                Some("abort") => return Decision::Abort,
+                Some("promote") => return Decision::Promote,
+                Some("resume") => return Decision::Resume,
+                _ => {}
+            }
+        }
+    }
+
     async fn rollout_steps(
         &self,
         desired: &Desired,
         job: &RolloutJob,
         secrets: &HashMap<String, String>,
-        state_dir: &Path,
+        cancel: &AtomicBool,
         progress: &(dyn Fn(String) + Sync),
-        history: &mut History,
+        run: &mut Run<'_>,
     ) -> Result<(), (String, String)> {
-        let control = || read_control(state_dir, &desired.stack, &job.service);
+        let control = || read_control(run.state_dir, run.stack, &job.service);
         let fail = |r: String| ("failed".to_string(), r);
         progress(format!(
             "rollout {} ({}): starting the new version",
             job.service,
             strategy_name(job)
         ));
+        // A previous version kept from the last rollout holds the reserved
+        // addresses: it goes first.
+        for spec in &job.stable {
+            self.remove(&format!("{}-previous", spec.name))
+                .await
+                .map_err(fail)?;
+        }
         self.start_fresh(desired, &job.next, secrets)
             .await
             .map_err(fail)?;
@@ -422,22 +464,40 @@ impl Engine {
             .healthy_for
             .as_ref()
             .map_or(Duration::from_secs(5), |d| Duration::from_millis(d.millis));
+        let steps = &job.policy.steps.value;
         let mut promoted = false;
-        for &percent in &job.policy.steps.value {
+        for (index, &percent) in steps.iter().enumerate() {
             if promoted {
                 break;
             }
             let since = chrono_now();
             let switch_secs = self.switch(job, percent).await.map_err(fail)?;
+            run.update(|a| a.percent = Some(percent));
             progress(format!(
-                "  step {percent}%: traffic switched in {:.0} ms; holding {}s",
+                "  step {}/{} {percent}%: traffic switched in {:.0} ms; holding {}s",
+                index + 1,
+                steps.len(),
                 switch_secs * 1000.0,
                 hold.as_secs()
             ));
             let mut deadline = Instant::now() + hold;
             let mut gate_failure = None;
+            let mut operator_pause = false;
             while Instant::now() < deadline && gate_failure.is_none() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                if cancel.load(Ordering::SeqCst) {
+                    self.back_to_stable(job).await.map_err(fail)?;
+                    progress(format!(
+                        "  interrupted at {percent}%: all traffic back on the stable version of {}",
+                        job.service
+                    ));
+                    return Err((
+                        "interrupted".into(),
+                        format!(
+                            "stopped by an interrupt at {percent}%; traffic returned to stable"
+                        ),
+                    ));
+                }
                 match control().as_deref() {
                     Some("abort") => {
                         self.back_to_stable(job).await.map_err(fail)?;
@@ -456,8 +516,27 @@ impl Engine {
                     }
                     // Paused: the weights stay and the window does not run out.
                     Some("pause") => {
+                        if !operator_pause {
+                            operator_pause = true;
+                            run.update(|a| {
+                                a.outcome = "paused".into();
+                                a.reason = Some(format!("by an operator at {percent}%"));
+                            });
+                            progress(format!(
+                                "  paused at {percent}% by an operator; `stackc rollout resume {}` continues",
+                                job.service
+                            ));
+                        }
                         deadline = Instant::now() + hold;
                         continue;
+                    }
+                    _ if operator_pause => {
+                        operator_pause = false;
+                        run.update(|a| {
+                            a.outcome = "running".into();
+                            a.reason = None;
+                        });
+                        progress(format!("  resumed at {percent}%"));
                     }
                     _ => {}
                 }
@@ -486,42 +565,116 @@ impl Engine {
                 {
                     gate_failure = Some(format!("p95 latency {p} ms above the gate {}", max.text));
                 }
+                progress(format!(
+                    "~ {} step {}/{} · weights {percent}% new / {}% stable · {}",
+                    job.service,
+                    index + 1,
+                    steps.len(),
+                    100 - percent.min(100),
+                    gate_line(job, requests, errors, p95, deadline)
+                ));
             }
             let (requests, errors, p95) =
                 self.measure(job, since.0, &since.1).await.map_err(fail)?;
-            history
-                .attempts
-                .last_mut()
-                .expect("attempt")
-                .steps
-                .push(StepRecord {
+            run.update(|a| {
+                a.steps.push(StepRecord {
                     percent,
                     requests,
                     errors,
                     p95_ms: p95,
                     switch_secs,
-                });
-            if let Some(reason) = gate_failure {
-                progress(format!("  step {percent}%: gate failed: {reason}"));
-                return match job.policy.on_failure {
-                    OnFailure::Rollback => {
-                        self.back_to_stable(job).await.map_err(fail)?;
-                        progress(format!(
-                            "  rolled back: all traffic on the stable version of {}",
-                            job.service
-                        ));
-                        Err(("rolled back".into(), format!("at {percent}%: {reason}")))
-                    }
-                    OnFailure::Pause => Err((
-                        "paused".into(),
-                        format!("at {percent}%: {reason}; weights kept"),
-                    )),
-                };
+                })
+            });
+            progress(format!(
+                "  step {}/{} {percent}%: {}",
+                index + 1,
+                steps.len(),
+                gate_line(job, requests, errors, p95, Instant::now())
+                    .trim_end_matches(" · 0s left")
+            ));
+            let Some(reason) = gate_failure else { continue };
+            progress(format!("  step {percent}%: gate failed: {reason}"));
+            if job.policy.on_failure == OnFailure::Rollback {
+                self.back_to_stable(job).await.map_err(fail)?;
+                progress(format!(
+                    "  rolled back: all traffic on the stable version of {}",
+                    job.service
+                ));
+                return Err(("rolled back".into(), format!("at {percent}%: {reason}")));
+            }
+            // Paused: the weights stay while the apply waits for an operator.
+            let _ = std::fs::remove_file(control_path(run.state_dir, run.stack, &job.service));
+            run.update(|a| {
+                a.outcome = "paused".into();
+                a.reason = Some(format!("at {percent}%: {reason}; weights kept"));
+            });
+            progress(format!(
+                "  paused at {percent}%: weights kept; waiting for `stackc rollout resume|promote|abort {}`",
+                job.service
+            ));
+            match self.held(run, &job.service, cancel).await {
+                Decision::Resume => {
+                    let _ =
+                        std::fs::remove_file(control_path(run.state_dir, run.stack, &job.service));
+                    run.update(|a| {
+                        a.outcome = "running".into();
+                        a.reason = None;
+                    });
+                    progress(format!("  resumed by an operator after {percent}%"));
+                }
+                Decision::Promote => {
+                    progress(format!(
+                        "  promoted at {percent}% by an operator: skipping the remaining steps"
+                    ));
+                    promoted = true;
+                }
+                Decision::Abort => {
+                    self.back_to_stable(job).await.map_err(fail)?;
+                    progress(format!(
+                        "  aborted: all traffic back on the stable version of {}",
+                        job.service
+                    ));
+                    return Err((
+                        "aborted".into(),
+                        format!("by an operator while paused at {percent}% ({reason})"),
+                    ));
+                }
+                Decision::Interrupted => {
+                    self.back_to_stable(job).await.map_err(fail)?;
+                    progress(format!(
+                        "  interrupted while paused: all traffic back on the stable version of {}",
+                        job.service
+                    ));
+                    return Err((
+                        "interrupted".into(),
+                        format!("stopped by an interrupt while paused at {percent}%"),
+                    ));
+                }
             }
         }
-        if promoted {
+        if promoted || steps.last() != Some(&100) {
             self.switch(job, 100).await.map_err(fail)?;
+            run.update(|a| a.percent = Some(100));
         }
+        // Blue-green keeps the previous version for instant rollback: its
+        // definition is read now, before its containers are replaced.
+        let keep = match (&job.policy.strategy, &job.policy.keep_previous) {
+            (crate::model::RolloutStrategy::BlueGreen, Some(d)) => {
+                let mut old = Vec::new();
+                for spec in &job.stable {
+                    if let Ok(Some(live)) = self.live(&spec.name).await
+                        && let Some(s) = live
+                            .labels
+                            .get(crate::plan::LABEL_SPEC)
+                            .and_then(|s| serde_json::from_str::<ContainerSpec>(s).ok())
+                    {
+                        old.push(s);
+                    }
+                }
+                (old.len() == job.stable.len()).then_some((old, d.millis))
+            }
+            _ => None,
+        };
         // Passed: the stable instances take the new version while the new
         // one carries all the traffic, then take the traffic back.
         progress(format!(
@@ -537,9 +690,259 @@ impl Engine {
                 .map_err(fail)?;
         }
         self.back_to_stable(job).await.map_err(fail)?;
+        run.update(|a| a.percent = None);
+        if let Some((old, millis)) = keep {
+            let until = now() + millis / 1000;
+            match self.keep_previous(desired, job, &old, until).await {
+                Ok(()) => {
+                    run.update(|a| a.kept_until = Some(until));
+                    progress(format!(
+                        "  previous version kept until {} for `stackc rollout undo {}`",
+                        crate::plan::clock(until),
+                        job.service
+                    ));
+                }
+                Err(e) => progress(format!("  the previous version could not be kept: {e}")),
+            }
+        }
         progress(format!("  rollout of {} complete", job.service));
         Ok(())
     }
+
+    /// Start the previous version again on the reserved addresses, with no
+    /// traffic, labelled with the time it may be removed.
+    async fn keep_previous(
+        &self,
+        desired: &Desired,
+        job: &RolloutJob,
+        old: &[ContainerSpec],
+        until: u64,
+    ) -> Result<(), String> {
+        let mut secrets = HashMap::new();
+        for s in old {
+            for v in s.env.values() {
+                if let crate::plan::EnvValue::Secret(var) = v {
+                    let val = std::env::var(var)
+                        .map_err(|_| format!("its secret {var} is not set in the environment"))?;
+                    secrets.insert(var.clone(), val);
+                }
+            }
+        }
+        let specs = standby_specs(job, old, until);
+        self.start_fresh(desired, &specs, &secrets).await?;
+        for s in &specs {
+            self.ready(s, Duration::from_secs(120)).await?;
+        }
+        Ok(())
+    }
+
+    /// Send all traffic to the previous version kept after a blue-green
+    /// rollout, at once, then make it the stable version again.
+    pub async fn undo(
+        &self,
+        desired: &Desired,
+        job: &RolloutJob,
+        state_dir: &Path,
+        progress: &(dyn Fn(String) + Sync),
+    ) -> Result<(), String> {
+        let mut old = Vec::new();
+        let mut kept = Vec::new();
+        for spec in &job.stable {
+            let name = format!("{}-previous", spec.name);
+            let live = self.live(&name).await?.filter(|l| l.running).ok_or_else(|| {
+                format!(
+                    "no previous version of `{}` is kept (keep-previous keeps it after a blue-green rollout, for a time)",
+                    job.service
+                )
+            })?;
+            let spec: ContainerSpec = live
+                .labels
+                .get(LABEL_STABLE_SPEC)
+                .and_then(|s| serde_json::from_str(s).ok())
+                .ok_or_else(|| format!("{name} does not say which version it keeps"))?;
+            kept.push(name);
+            old.push(spec);
+        }
+        let mut via = RolloutJob {
+            service: job.service.clone(),
+            policy: job.policy.clone(),
+            next: job.next.clone(),
+            stable: old.clone(),
+            balancers: job.balancers.clone(),
+            render: Box::new(|_| Vec::new()),
+            port: job.port,
+        };
+        for (n, name) in via.next.iter_mut().zip(&kept) {
+            n.name = name.clone();
+        }
+        via.render = Box::new({
+            let r = &job.render;
+            let c0 = r(0);
+            let c100 = r(100);
+            move |p| if p == 0 { c0.clone() } else { c100.clone() }
+        });
+        let mut history = load_history(state_dir, &desired.stack, &job.service);
+        let from_image = self
+            .live(&job.stable[0].name)
+            .await?
+            .map(|l| l.image)
+            .unwrap_or_default();
+        let t = self.switch(&via, 100).await?;
+        progress(format!(
+            "all traffic of {} on the previous version ({}) in {:.0} ms",
+            job.service,
+            old[0].image,
+            t * 1000.0
+        ));
+        let mut secrets = HashMap::new();
+        for s in &old {
+            for v in s.env.values() {
+                if let crate::plan::EnvValue::Secret(var) = v {
+                    let val = std::env::var(var).map_err(|_| {
+                        format!("set {var}: the previous version reads it; traffic stays on the previous version")
+                    })?;
+                    secrets.insert(var.clone(), val);
+                }
+            }
+        }
+        progress(format!(
+            "recreating the stable instances of {} with the previous version",
+            job.service
+        ));
+        self.start_fresh(desired, &old, &secrets).await?;
+        for s in &old {
+            self.ready(s, Duration::from_secs(300)).await?;
+        }
+        self.back_to_stable(&via).await?;
+        history.attempts.push(Attempt {
+            started: now(),
+            finished: Some(now()),
+            strategy: "undo".into(),
+            from_image,
+            to_image: old[0].image.clone(),
+            outcome: "succeeded".into(),
+            reason: Some("the previous version was restored by `stackc rollout undo`".into()),
+            steps: vec![StepRecord {
+                percent: 100,
+                requests: 0,
+                errors: 0,
+                p95_ms: None,
+                switch_secs: t,
+            }],
+            percent: None,
+            kept_until: None,
+        });
+        save_history(state_dir, &desired.stack, &history)
+    }
+
+    /// Return all traffic to stable and remove the new version, for a
+    /// rollout whose apply stopped (`stackc rollout abort` without one).
+    pub async fn abort_stopped(
+        &self,
+        desired: &Desired,
+        job: &RolloutJob,
+        state_dir: &Path,
+    ) -> Result<(), String> {
+        self.back_to_stable(job).await?;
+        let mut history = load_history(state_dir, &desired.stack, &job.service);
+        if let Some(a) = history
+            .attempts
+            .last_mut()
+            .filter(|a| a.outcome == "running" || a.outcome == "paused")
+        {
+            a.outcome = "aborted".into();
+            a.finished = Some(now());
+            a.percent = None;
+            a.reason = Some("by an operator after its apply had stopped".into());
+        }
+        let _ = std::fs::remove_file(control_path(state_dir, &desired.stack, &job.service));
+        save_history(state_dir, &desired.stack, &history)
+    }
+}
+
+/// The label on a kept previous version that holds its stable definition.
+const LABEL_STABLE_SPEC: &str = "io.stackc.stable-spec";
+
+/// The previous version's specs at the reserved addresses, without host
+/// ports, labelled as kept until `until`.
+fn standby_specs(job: &RolloutJob, old: &[ContainerSpec], until: u64) -> Vec<ContainerSpec> {
+    old.iter()
+        .zip(&job.next)
+        .map(|(o, n)| {
+            let mut s = o.clone();
+            s.name = format!("{}-previous", o.name);
+            s.ipv4 = n.ipv4.clone();
+            s.instance = n.instance.clone();
+            s.ports.clear();
+            s.labels
+                .insert("io.stackc.instance".into(), n.instance.clone());
+            s.labels
+                .insert(crate::plan::LABEL_TRACK.into(), "previous".into());
+            s.labels
+                .insert(crate::plan::LABEL_KEEP_UNTIL.into(), until.to_string());
+            s.labels.insert(
+                LABEL_STABLE_SPEC.into(),
+                serde_json::to_string(o).expect("spec"),
+            );
+            s
+        })
+        .collect()
+}
+
+/// An operator's decision for a held rollout.
+enum Decision {
+    Resume,
+    Promote,
+    Abort,
+    Interrupted,
+}
+
+/// The attempt being run, saved after every change so that `stackc
+/// rollout status` sees it.
+struct Run<'a> {
+    state_dir: &'a Path,
+    stack: &'a str,
+    history: &'a mut History,
+}
+
+impl Run<'_> {
+    fn update(&mut self, f: impl FnOnce(&mut Attempt)) {
+        if let Some(a) = self.history.attempts.last_mut() {
+            f(a);
+        }
+        if let Err(e) = save_history(self.state_dir, self.stack, self.history) {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// The gates' measured values against their thresholds, and time left.
+fn gate_line(
+    job: &RolloutJob,
+    requests: usize,
+    errors: usize,
+    p95: Option<u64>,
+    deadline: Instant,
+) -> String {
+    let ratio = if requests > 0 {
+        errors as f64 / requests as f64
+    } else {
+        0.0
+    };
+    let mut out = format!("{requests} requests, errors {ratio:.3}");
+    if let Some(max) = &job.policy.gate.max_error_rate {
+        out.push_str(&format!(" (gate {})", max.value));
+    }
+    out.push_str(&format!(
+        ", p95 {}",
+        p95.map_or_else(|| "-".to_string(), |p| format!("{p} ms"))
+    ));
+    if let Some(max) = &job.policy.gate.max_latency_p95 {
+        out.push_str(&format!(" (gate {})", max.text));
+    }
+    let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+    out.push_str(&format!(" · {left}s left"));
+    out
 }
 
 /// Now as unix seconds and as an RFC 3339 UTC timestamp with nanoseconds,
@@ -548,27 +951,12 @@ fn chrono_now() -> (i64, String) {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let dd = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
+    let (y, m, dd, hh, mm, ss) = crate::plan::civil(d.as_secs());
     let text = format!(
-        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
+        "{y:04}-{m:02}-{dd:02}T{hh:02}:{mm:02}:{ss:02}.{:09}Z",
         d.subsec_nanos()
     );
-    (secs, text)
+    (d.as_secs() as i64, text)
 }
 
 /// The rollouts a plan calls for: services with a rollout policy whose
@@ -582,8 +970,6 @@ pub fn jobs(
     files_dir: &Path,
 ) -> Vec<RolloutJob> {
     use crate::plan::Action;
-    let stack = &t.stack.name.value;
-    let addresses = crate::targets::Plan::new(t);
     let action = |name: &str| {
         plan.changes
             .iter()
@@ -598,7 +984,9 @@ pub fn jobs(
     };
     let mut out = Vec::new();
     for (i, s) in t.services.iter().enumerate() {
-        let Some(policy) = &s.rollout else { continue };
+        if s.rollout.is_none() {
+            continue;
+        }
         let stable: Vec<ContainerSpec> = plan
             .desired
             .containers
@@ -613,71 +1001,91 @@ pub fn jobs(
         {
             continue;
         }
-        let balancers: Vec<(usize, &crate::model::Balancer)> = t
-            .balancers
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.routes.iter().any(|r| r.to.value == s.name.value))
-            .collect();
-        let balancer_names: Vec<(String, PathBuf)> = balancers
-            .iter()
-            .flat_map(|(bi, b)| {
-                addresses.balancers[*bi].iter().map(move |inst| {
-                    (
-                        format!("{stack}-{}", inst.name),
-                        files_dir.join(crate::targets::nginx::path(b)),
-                    )
-                })
-            })
-            .collect();
-        if balancer_names.is_empty()
-            || !balancer_names
-                .iter()
-                .all(|(n, _)| running(n) && matches!(action(n), Some(Action::Unchanged)))
-        {
-            continue;
-        }
-        let next: Vec<ContainerSpec> = stable
-            .iter()
-            .zip(&addresses.next[i])
-            .map(|(spec, inst)| {
-                let mut n = spec.clone();
-                n.name = format!("{}-next", spec.name);
-                n.instance = inst.name.clone();
-                n.ipv4 = inst.address.map(|a| a.to_string());
-                // Host ports belong to the stable instances.
-                n.ports.clear();
-                n.labels
-                    .insert("io.stackc.instance".into(), inst.name.clone());
-                n.labels.insert("io.stackc.track".into(), "next".into());
-                n
-            })
-            .collect();
-        let (topology, graph, service) = (t.clone(), g.clone(), s.name.value.clone());
-        let indices: Vec<usize> = balancers
-            .iter()
-            .flat_map(|(bi, b)| std::iter::repeat_n(*bi, b.replicas.value as usize))
-            .collect();
-        let render = Box::new(move |percent: u32| {
-            let mut cx = crate::targets::Ctx::new(&topology, &graph);
-            let mut w = crate::targets::nginx::Weights::new();
-            w.insert(service.clone(), percent);
-            indices
-                .iter()
-                .map(|bi| crate::targets::nginx::render(&mut cx, *bi, &w).unwrap_or_default())
-                .collect()
-        });
-        out.push(RolloutJob {
-            service: s.name.value.clone(),
-            policy: policy.clone(),
-            next,
-            stable,
-            balancers: balancer_names,
-            render,
-            port: crate::targets::nginx::service_port(s),
-        });
+        out.extend(job_for(t, g, i, stable, files_dir, &running, &|n| {
+            matches!(action(n), Some(Action::Unchanged))
+        }));
     }
     out
+}
+
+/// The rollout job of service `i` with `stable` as its stable containers,
+/// when every balancer instance routing to it runs and stays as it is.
+pub fn job_for(
+    t: &crate::model::Topology,
+    g: &crate::graph::Graph,
+    i: usize,
+    stable: Vec<ContainerSpec>,
+    files_dir: &Path,
+    running: &dyn Fn(&str) -> bool,
+    unchanged: &dyn Fn(&str) -> bool,
+) -> Option<RolloutJob> {
+    let s = &t.services[i];
+    let policy = s.rollout.as_ref()?;
+    let stack = &t.stack.name.value;
+    let addresses = crate::targets::Plan::new(t);
+    let balancers: Vec<(usize, &crate::model::Balancer)> = t
+        .balancers
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.routes.iter().any(|r| r.to.value == s.name.value))
+        .collect();
+    let balancer_names: Vec<(String, PathBuf)> = balancers
+        .iter()
+        .flat_map(|(bi, b)| {
+            addresses.balancers[*bi].iter().map(move |inst| {
+                (
+                    format!("{stack}-{}", inst.name),
+                    files_dir.join(crate::targets::nginx::path(b)),
+                )
+            })
+        })
+        .collect();
+    if balancer_names.is_empty()
+        || !balancer_names
+            .iter()
+            .all(|(n, _)| running(n) && unchanged(n))
+    {
+        return None;
+    }
+    let next: Vec<ContainerSpec> = stable
+        .iter()
+        .zip(&addresses.next[i])
+        .map(|(spec, inst)| {
+            let mut n = spec.clone();
+            n.name = format!("{}-next", spec.name);
+            n.instance = inst.name.clone();
+            n.ipv4 = inst.address.map(|a| a.to_string());
+            // Host ports belong to the stable instances.
+            n.ports.clear();
+            n.labels
+                .insert("io.stackc.instance".into(), inst.name.clone());
+            n.labels.insert("io.stackc.track".into(), "next".into());
+            n
+        })
+        .collect();
+    let (topology, graph, service) = (t.clone(), g.clone(), s.name.value.clone());
+    let indices: Vec<usize> = balancers
+        .iter()
+        .flat_map(|(bi, b)| std::iter::repeat_n(*bi, b.replicas.value as usize))
+        .collect();
+    let render = Box::new(move |percent: u32| {
+        let mut cx = crate::targets::Ctx::new(&topology, &graph);
+        let mut w = crate::targets::nginx::Weights::new();
+        w.insert(service.clone(), percent);
+        indices
+            .iter()
+            .map(|bi| crate::targets::nginx::render(&mut cx, *bi, &w).unwrap_or_default())
+            .collect()
+    });
+    Some(RolloutJob {
+        service: s.name.value.clone(),
+        policy: policy.clone(),
+        next,
+        stable,
+        balancers: balancer_names,
+        render,
+        port: crate::targets::nginx::service_port(s),
+    })
 }
 
 #[cfg(test)]

@@ -298,10 +298,28 @@ pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout
     } else {
         None
     };
+    // Live rollout status (`~ ` lines): the bar's message on a terminal,
+    // a line every 5 seconds in a log.
+    let last_live = std::sync::Mutex::new(None::<Instant>);
     let progress = |line: String| match &bar {
+        _ if line.starts_with("~ ") => match &bar {
+            Some(b) => b.set_message(line[2..].to_string()),
+            None => {
+                let mut last = last_live.lock().unwrap_or_else(|e| e.into_inner());
+                if last.is_none_or(|t| t.elapsed().as_secs() >= 5) {
+                    *last = Some(Instant::now());
+                    tracing::info!("{}", &line[2..]);
+                    eprintln!("  {}", &line[2..]);
+                }
+            }
+        },
         // On a terminal: phases above a live bar, one step per change.
         Some(b) => {
-            if line.starts_with("  ") {
+            // One container change: the bar moves.
+            if ["  create ", "  recreate ", "  start "]
+                .iter()
+                .any(|p| line.starts_with(p))
+            {
                 b.inc(1);
                 b.set_message(line.trim().to_string());
             } else {
@@ -544,12 +562,29 @@ pub fn run_rollout(
         super::RolloutAction::Abort => Some("abort"),
         _ => None,
     };
+    let live_attempt = h
+        .attempts
+        .last()
+        .is_some_and(|a| a.outcome == "running" || a.outcome == "paused");
     if let Some(command) = command {
-        if h.attempts.last().is_none_or(|a| a.outcome != "running") {
+        if !live_attempt {
             eprintln!(
                 "error: no rollout of `{service}` is running; `stackc apply` starts one when the service changes"
             );
             return 1;
+        }
+        let holder = crate::apply::lock::holder(&cx.state_dir, &cx.desired.stack);
+        if holder.is_none() {
+            // The apply that ran it stopped: traffic may be split with no
+            // one watching. Abort can finish the job here; the others
+            // need a running rollout.
+            if command != "abort" {
+                eprintln!(
+                    "error: the apply that ran the rollout of `{service}` has stopped; run `stackc apply` to start the rollout again, or `stackc rollout abort {service}` to send all traffic back to stable"
+                );
+                return 1;
+            }
+            return rollout_offline(&cx, service, false);
         }
         return match crate::apply::rollout::send_control(
             &cx.state_dir,
@@ -566,6 +601,15 @@ pub fn run_rollout(
                 1
             }
         };
+    }
+    if action == super::RolloutAction::Undo {
+        if live_attempt {
+            eprintln!(
+                "error: a rollout of `{service}` is running; `stackc rollout abort {service}` stops it"
+            );
+            return 1;
+        }
+        return rollout_offline(&cx, service, true);
     }
     let attempts: Vec<&crate::apply::rollout::Attempt> = match action {
         super::RolloutAction::Status => h.attempts.last().into_iter().collect(),
@@ -597,6 +641,15 @@ pub fn run_rollout(
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         );
+        if let Some(p) = a.percent {
+            println!("    now: {p}% of the traffic on the new version");
+        }
+        if let Some(t) = a.kept_until {
+            println!(
+                "    previous version kept until {} (`stackc rollout undo {service}`)",
+                crate::plan::clock(t)
+            );
+        }
         for s in &a.steps {
             println!(
                 "    {:>3}%: {} requests to the new version, {} errors, p95 {}, switch {:.0} ms",
@@ -610,4 +663,78 @@ pub fn run_rollout(
         }
     }
     0
+}
+
+/// `rollout undo`, or `rollout abort` of a rollout whose apply stopped:
+/// run here, under the stack's lock.
+fn rollout_offline(cx: &Context, service: &str, undo: bool) -> u8 {
+    let _lock = match Lock::acquire(&cx.state_dir, &cx.desired.stack, "stackc rollout") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let rt = runtime();
+    let Some(engine) = connect(&cx.profile, &rt) else {
+        return 1;
+    };
+    let result = rt.block_on(async {
+        let observed = engine.observe(&cx.desired).await?;
+        let running = |name: &str| {
+            observed
+                .containers
+                .iter()
+                .any(|c| c.name == name && c.running)
+        };
+        let index = cx
+            .topology
+            .services
+            .iter()
+            .position(|s| s.name.value == service)
+            .ok_or_else(|| format!("no service `{service}`"))?;
+        let stable: Vec<_> = cx
+            .desired
+            .containers
+            .iter()
+            .filter(|c| c.service == service)
+            .cloned()
+            .collect();
+        let files_dir = cx.state_dir.join(&cx.desired.stack).join("files");
+        let job = crate::apply::rollout::job_for(
+            &cx.topology,
+            &cx.graph,
+            index,
+            stable,
+            &files_dir,
+            &running,
+            &|_| true,
+        )
+        .ok_or_else(|| {
+            format!("no running balancer routes to `{service}`; run `stackc apply` first")
+        })?;
+        if undo {
+            engine
+                .undo(&cx.desired, &job, &cx.state_dir, &|l| eprintln!("{l}"))
+                .await
+        } else {
+            engine.abort_stopped(&cx.desired, &job, &cx.state_dir).await
+        }
+    });
+    match result {
+        Ok(()) if undo => {
+            println!(
+                "`{service}` runs its previous version again. The topology still names the new one: `stackc drift` reports it until the topology is changed back, and the next apply rolls the new version out again."
+            );
+            0
+        }
+        Ok(()) => {
+            println!("aborted: all traffic of `{service}` is on the stable version");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
 }

@@ -153,7 +153,7 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Rollout state and history of a service (`status`, `history`)
+    /// Rollouts: status, history, promote, pause, resume, abort, undo
     Rollout {
         #[arg(value_enum)]
         action: RolloutAction,
@@ -195,6 +195,8 @@ pub enum RolloutAction {
     Resume,
     /// Return all traffic to the stable version at once and remove the new one
     Abort,
+    /// After a blue-green rollout: all traffic back to the kept previous version
+    Undo,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

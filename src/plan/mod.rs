@@ -19,6 +19,11 @@ pub const LABEL_OWNER: &str = "io.stackc.owner";
 pub const LABEL_HASH: &str = "io.stackc.config-hash";
 pub const LABEL_SPEC: &str = "io.stackc.spec";
 pub const LABEL_VERSION: &str = "io.stackc.version";
+/// `next` for a rollout's new version, `previous` for the version a
+/// blue-green rollout keeps for instant rollback.
+pub const LABEL_TRACK: &str = "io.stackc.track";
+/// Unix time until which a kept previous version stays.
+pub const LABEL_KEEP_UNTIL: &str = "io.stackc.keep-until";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObservedContainer {
@@ -36,6 +41,19 @@ impl ObservedContainer {
     pub fn owned_by(&self, stack: &str) -> bool {
         self.labels.get(LABEL_STACK).map(String::as_str) == Some(stack)
             && self.labels.get(LABEL_OWNER).map(String::as_str) == Some("stackc")
+    }
+
+    /// For a previous version kept after a blue-green rollout: until when.
+    pub fn kept_until(&self) -> Option<u64> {
+        if self.labels.get(LABEL_TRACK).map(String::as_str) != Some("previous") {
+            return None;
+        }
+        Some(
+            self.labels
+                .get(LABEL_KEEP_UNTIL)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0),
+        )
     }
 
     fn spec(&self) -> Option<ContainerSpec> {
@@ -65,6 +83,9 @@ pub struct Observed {
     pub containers: Vec<ObservedContainer>,
     pub networks: Vec<ObservedObject>,
     pub volumes: Vec<ObservedObject>,
+    /// Unix time of the observation: kept previous versions expire by it.
+    #[serde(default)]
+    pub now: u64,
 }
 
 impl Observed {
@@ -114,6 +135,13 @@ pub enum Action {
     Delete,
     /// Owned orphan kept because `--prune` was not given.
     Orphan,
+    /// The previous version of a service, kept after a blue-green rollout
+    /// for instant rollback (`stackc rollout undo`) until this unix time.
+    Standby {
+        until: u64,
+    },
+    /// A kept previous version whose time is up: deleted.
+    Expired,
     Unchanged,
 }
 
@@ -146,9 +174,12 @@ impl Plan {
 
     /// True when applying would change something.
     pub fn has_changes(&self) -> bool {
-        self.changes
-            .iter()
-            .any(|c| !matches!(c.action, Action::Unchanged | Action::Orphan))
+        self.changes.iter().any(|c| {
+            !matches!(
+                c.action,
+                Action::Unchanged | Action::Orphan | Action::Standby { .. }
+            )
+        })
     }
 }
 
@@ -262,7 +293,13 @@ pub fn diff(desired: &Desired, observed: &Observed, prune: bool) -> Plan {
     }
     for o in &observed.containers {
         if o.owned_by(stack) && !desired.containers.iter().any(|c| c.name == o.name) {
-            let action = if prune {
+            let action = if let Some(until) = o.kept_until() {
+                if until > observed.now {
+                    Action::Standby { until }
+                } else {
+                    Action::Expired
+                }
+            } else if prune {
                 Action::Delete
             } else {
                 Action::Orphan
@@ -298,6 +335,17 @@ pub fn render(plan: &Plan) -> String {
                 "!",
                 "orphan: owned but not in the topology; kept (use --prune to delete)".to_string(),
             ),
+            Action::Standby { until } => (
+                "=",
+                format!(
+                    "previous version kept for instant rollback until {} (`stackc rollout undo`)",
+                    clock(*until)
+                ),
+            ),
+            Action::Expired => (
+                "-",
+                "delete (previous version kept after a rollout; its time is up)".to_string(),
+            ),
             Action::Unchanged => continue,
         };
         let kind = match c.kind {
@@ -321,7 +369,7 @@ pub fn render(plan: &Plan) -> String {
     }
     let create = plan.count(|a| matches!(a, Action::Create));
     let change = plan.count(|a| matches!(a, Action::Recreate { .. } | Action::Start));
-    let delete = plan.count(|a| matches!(a, Action::Delete));
+    let delete = plan.count(|a| matches!(a, Action::Delete | Action::Expired));
     let same = plan.count(|a| matches!(a, Action::Unchanged));
     if plan.has_changes() {
         out.push_str(&format!(
@@ -331,4 +379,26 @@ pub fn render(plan: &Plan) -> String {
         out.push_str(&format!("No changes. {same} objects match the topology.\n"));
     }
     out
+}
+
+/// A unix time as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn clock(t: u64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(t);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
+}
+
+/// A unix time as (year, month, day, hour, minute, second) in UTC.
+pub(crate) fn civil(t: u64) -> (i64, i64, i64, u64, u64, u64) {
+    let (days, rem) = ((t / 86_400) as i64, t % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60)
 }

@@ -868,7 +868,9 @@ fn a_good_blue_green_rollout_moves_all_traffic_with_no_failed_request() {
     let (v1, v2, failed) = client.join().expect("client");
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(
-        r.stderr.contains("step 50%") && r.stderr.contains("step 100%"),
+        r.stderr.contains("step 1/2 50%: traffic switched")
+            && r.stderr.contains("step 2/2 100%: traffic switched")
+            && r.stderr.contains("weights 50% new / 50% stable"),
         "{}",
         r.stderr
     );
@@ -1095,4 +1097,189 @@ fn drift_ignore_rules_list_what_they_ignore_and_why() {
             .success()
     );
     assert_eq!(s.run(&["drift"]).code, 2);
+}
+
+/// `rolling` with a blue-green policy that keeps the previous version.
+fn keeping(stack: &str, subnet: u8, port: u16, image: &str, keep: &str) -> String {
+    rolling(stack, subnet, port, image, "blue-green", "100").replace(
+        "        on-failure \"rollback\"\n",
+        &format!("        on-failure \"rollback\"\n        keep-previous \"{keep}\"\n"),
+    )
+}
+
+fn container_image(name: &str) -> Option<String> {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.Config.Image}}", name])
+        .output()
+        .expect("docker");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn blue_green_keeps_the_previous_version_for_undo_until_its_time_is_up() {
+    let s = Stack::new(
+        "sc-keep",
+        &keeping("sc-keep", 90, 18950, "v1/web:1.0.0", "10m"),
+    );
+    assert_eq!(s.run(&["apply"]).code, 0);
+    s.write(&keeping("sc-keep", 90, 18950, "v2/web:2.0.0", "10m"));
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("previous version kept until"),
+        "{}",
+        r.stderr
+    );
+    for _ in 0..10 {
+        assert!(http_get(18950, "/").expect("answers").contains("v2"));
+    }
+    // The previous version stands by, outside the plan and drift.
+    assert_eq!(
+        container_image("sc-keep-web-0-previous").as_deref(),
+        Some("stackc-test/standin:1")
+    );
+    let r = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(r.code, 0, "a kept version is no change: {}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("sc-keep-web-0-previous: previous version kept for instant rollback until"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(s.run(&["drift"]).code, 0, "a kept version is no drift");
+    let r = s.run(&["rollout", "status", "web"]);
+    assert!(
+        r.stdout.contains("previous version kept until"),
+        "{}",
+        r.stdout
+    );
+    // Undo: all traffic on v1 again, at the stable names.
+    let r = s.run(&["rollout", "undo", "web"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for _ in 0..10 {
+        assert!(http_get(18950, "/").expect("answers").contains("v1"));
+    }
+    assert_eq!(
+        container_image("sc-keep-web-0").as_deref(),
+        Some("stackc-test/standin:1")
+    );
+    assert_eq!(container_image("sc-keep-web-0-previous"), None);
+    let r = s.run(&["drift"]);
+    assert_eq!(r.code, 2, "the topology still names v2: {}", r.stdout);
+    let r = s.run(&["rollout", "undo", "web"]);
+    assert_eq!(r.code, 1, "nothing kept any more");
+    assert!(r.stderr.contains("no previous version"), "{}", r.stderr);
+    let r = s.run(&["rollout", "history", "web"]);
+    let lines: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    assert!(lines[1].contains("undo"), "{}", r.stdout);
+    // Rolled out again with a short keep: once its time is up, the next
+    // apply removes the previous version.
+    s.write(&keeping("sc-keep", 90, 18950, "v2/web:2.0.0", "1s"));
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(container_image("sc-keep-web-0-previous").is_some());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(s.run(&["drift"]).code, 2, "an expired version is drift");
+    let r = s.run(&["plan"]);
+    assert!(
+        r.stdout
+            .contains("sc-keep-web-0-previous: delete (previous version kept after a rollout"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(s.run(&["apply"]).code, 0);
+    assert_eq!(container_image("sc-keep-web-0-previous"), None);
+    assert_eq!(s.run(&["drift"]).code, 0);
+}
+
+/// `rolling` whose failing gate pauses instead of rolling back.
+fn pausing(stack: &str, subnet: u8, port: u16, image: &str) -> String {
+    rolling(stack, subnet, port, image, "canary", "50 100")
+        .replace("on-failure \"rollback\"", "on-failure \"pause\"")
+}
+
+fn wait_outcome(s: &Stack, outcome: &str) -> serde_json::Value {
+    for _ in 0..240 {
+        let r = s.run(&["rollout", "status", "web", "--json"]);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.stdout)
+            && v["attempts"][0]["outcome"] == outcome
+        {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("the rollout never became {outcome}");
+}
+
+#[test]
+fn a_paused_rollout_waits_for_an_operator_and_can_be_aborted_after_its_apply_died() {
+    let s = Stack::new("sc-pause", &pausing("sc-pause", 91, 18951, "v1/web:1.0.0"));
+    assert_eq!(s.run(&["apply"]).code, 0);
+    // 1. A failing gate pauses; the apply waits; the operator promotes.
+    s.write(&pausing("sc-pause", 91, 18951, "fail/web:2.0.0"));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = client_loop(18951, stop.clone());
+    let apply = s
+        .cmd(&["apply"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let v = wait_outcome(&s, "paused");
+    assert_eq!(v["attempts"][0]["percent"], 50, "{v}");
+    assert!(
+        v["attempts"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("error rate")),
+        "{v}"
+    );
+    let r = s.run(&["rollout", "status", "web"]);
+    assert!(r.stdout.contains("now: 50% of the traffic"), "{}", r.stdout);
+    let r = s.run(&["rollout", "abort", "web"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = apply.wait_with_output().expect("wait");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = client.join();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("paused at 50%: weights kept"), "{stderr}");
+    assert!(
+        stderr.contains("rollout of web aborted: by an operator while paused at 50%"),
+        "{stderr}"
+    );
+    for _ in 0..10 {
+        assert!(http_get(18951, "/").expect("answers").contains("v1"));
+    }
+    // 2. Paused again, and the apply is killed: traffic stays split with no
+    // one watching. Promote needs a running apply; abort finishes the job.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = client_loop(18951, stop.clone());
+    let mut apply = s
+        .cmd(&["apply"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_outcome(&s, "paused");
+    let _ = Command::new("kill")
+        .args(["-9", &apply.id().to_string()])
+        .status();
+    let _ = apply.wait();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = client.join();
+    let r = s.run(&["rollout", "promote", "web"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("has stopped"), "{}", r.stderr);
+    let r = s.run(&["rollout", "abort", "web"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    for _ in 0..10 {
+        assert!(http_get(18951, "/").expect("answers").contains("v1"));
+    }
+    assert_eq!(container_image("sc-pause-web-0-next"), None);
+    let r = s.run(&["rollout", "history", "web", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["attempts"][1]["outcome"], "aborted", "{v}");
 }
