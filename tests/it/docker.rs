@@ -1283,3 +1283,37 @@ fn a_paused_rollout_waits_for_an_operator_and_can_be_aborted_after_its_apply_die
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
     assert_eq!(v["attempts"][1]["outcome"], "aborted", "{v}");
 }
+
+#[test]
+fn ctrl_c_mid_rollout_returns_traffic_to_stable_before_exiting() {
+    let s = Stack::new(
+        "sc-rollint",
+        &slow_rolling("sc-rollint", 92, 18952, "v1/web:1.0.0"),
+    );
+    assert_eq!(s.run(&["apply"]).code, 0);
+    s.write(&slow_rolling("sc-rollint", 92, 18952, "v2/web:2.0.0"));
+    let apply = s
+        .cmd(&["apply"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_running(&s);
+    let _ = Command::new("kill")
+        .args(["-INT", &apply.id().to_string()])
+        .status();
+    let out = apply.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted at 25%: all traffic back on the stable version"),
+        "{stderr}"
+    );
+    for _ in 0..10 {
+        assert!(http_get(18952, "/").expect("answers").contains("v1"));
+    }
+    assert_eq!(container_image("sc-rollint-web-0-next"), None);
+    let r = s.run(&["rollout", "status", "web", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(v["attempts"][0]["outcome"], "interrupted", "{v}");
+}
