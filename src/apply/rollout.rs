@@ -396,6 +396,11 @@ impl Engine {
             Err((outcome, reason)) => {
                 attempt.outcome = outcome.clone();
                 attempt.reason = Some(reason.clone());
+                // Traffic is back on stable, unless the rollout failed
+                // half-way (then the weight it reached stays on record).
+                if outcome != "failed" {
+                    attempt.percent = None;
+                }
             }
         }
         save_history(state_dir, &desired.stack, &history)?;

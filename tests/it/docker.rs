@@ -1316,4 +1316,8 @@ fn ctrl_c_mid_rollout_returns_traffic_to_stable_before_exiting() {
     let r = s.run(&["rollout", "status", "web", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
     assert_eq!(v["attempts"][0]["outcome"], "interrupted", "{v}");
+    assert!(
+        v["attempts"][0]["percent"].is_null(),
+        "traffic is on stable: {v}"
+    );
 }
