@@ -429,3 +429,91 @@ fn a_hundred_builds_give_the_same_bytes_whatever_the_environment_order() {
         );
     }
 }
+
+/// Every file under `dir` with its bytes.
+fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).expect("read");
+                out.insert(p.strip_prefix(dir).expect("inside").to_path_buf(), bytes);
+            }
+        }
+    }
+    out
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct Disk(PathBuf);
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_or_read_only_disk_leaves_the_previous_artifacts_intact() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mnt = dir.path().join("disk");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    // 320 KB: blue-green v2's artifacts fit, EIP-resso's do not.
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=320k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI: mounting a small tmpfs is needed to test a full disk"
+        );
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let disk = Disk(mnt.clone());
+    let out = disk.0.join("generated");
+    let build = |example: &str| {
+        crate::support::run(
+            crate::support::stackc()
+                .args(["build"])
+                .arg(root().join("examples").join(example).join("stack.kdl"))
+                .arg("--out")
+                .arg(&out),
+        )
+    };
+    let r = build("blue-green-v2");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before = tree(&out);
+    assert!(before.len() > 10);
+    // Full: the bigger build fails clearly and changes nothing.
+    let r = build("eip-resso");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+    assert_eq!(tree(&out), before, "the previous artifacts changed");
+    let left: Vec<_> = std::fs::read_dir(&disk.0)
+        .expect("read")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("generated")],
+        "temporary files left"
+    );
+    // Read-only: the same.
+    let st = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&disk.0)
+        .status()
+        .expect("mount");
+    assert!(st.success());
+    let r = build("boltlink");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
+    assert_eq!(tree(&out), before, "the previous artifacts changed");
+}
