@@ -13,6 +13,22 @@
 //!
 //! Image patterns match a whole reference; `*` matches any run of
 //! characters. The first matching rule wins.
+//!
+//! A Kubernetes profile names a cluster instead of an engine:
+//!
+//! ```kdl
+//! target "cluster" {
+//!     kubernetes context="kind-stackc" namespace="shop" field-manager="stackc"
+//!     image-map {
+//!         image "*" to="registry.internal/mirror/*"
+//!     }
+//! }
+//! ```
+//!
+//! `context` picks a kubeconfig context (default: the current one);
+//! `in-cluster=#true` uses the pod's service account instead. `namespace`,
+//! when given, must be the namespace the manifests use (a guard against
+//! applying to the wrong one). `field-manager` defaults to `stackc`.
 
 use std::path::{Path, PathBuf};
 
@@ -34,7 +50,25 @@ pub struct Profile {
     pub docker_host: Option<String>,
     pub state_dir: PathBuf,
     pub images: Vec<ImageRule>,
+    /// Set for a Kubernetes target: plan/apply act on a cluster.
+    pub kubernetes: Option<KubeTarget>,
 }
+
+/// Where and how a Kubernetes target applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KubeTarget {
+    /// kubeconfig context; `None` uses the current context.
+    pub context: Option<String>,
+    /// Use the in-cluster service account instead of a kubeconfig.
+    pub in_cluster: bool,
+    /// The namespace the manifests must use, when the profile pins one.
+    pub namespace: Option<String>,
+    /// Server-side apply field manager.
+    pub field_manager: String,
+}
+
+/// The field manager stackc applies with unless a profile says otherwise.
+pub const FIELD_MANAGER: &str = "stackc";
 
 impl Profile {
     /// The built-in profile used when no `--target` is given: the local
@@ -45,6 +79,7 @@ impl Profile {
             docker_host: None,
             state_dir: PathBuf::from(".stackc"),
             images: Vec::new(),
+            kubernetes: None,
         }
     }
 
@@ -165,6 +200,31 @@ fn decode(node: &Node, out: &mut Diagnostics) -> Option<Profile> {
                 }
                 cr.finish(out);
             }
+            "kubernetes" => {
+                let mut cr = NodeReader::new(c);
+                let context = cr.prop_string("context").map(|s| s.value);
+                let in_cluster = cr.prop_bool("in-cluster").unwrap_or(false);
+                let namespace = cr.prop_string("namespace").map(|s| s.value);
+                let field_manager = cr
+                    .prop_string("field-manager")
+                    .map_or_else(|| FIELD_MANAGER.to_string(), |s| s.value);
+                if in_cluster && context.is_some() {
+                    cr.error(
+                        Diagnostic::error(
+                            Code::InvalidValue,
+                            "`context` and `in-cluster=#true` exclude each other",
+                        )
+                        .at(c.span, "pick one"),
+                    );
+                }
+                cr.finish(out);
+                p.kubernetes = Some(KubeTarget {
+                    context,
+                    in_cluster,
+                    namespace,
+                    field_manager,
+                });
+            }
             "image-map" => {
                 let mut cr = NodeReader::new(c);
                 cr.allow_children();
@@ -189,8 +249,22 @@ fn decode(node: &Node, out: &mut Diagnostics) -> Option<Profile> {
                     }
                 }
             }
-            _ => unknown_node(c, "`target`", &["docker", "state-dir", "image-map"], out),
+            _ => unknown_node(
+                c,
+                "`target`",
+                &["docker", "kubernetes", "state-dir", "image-map"],
+                out,
+            ),
         }
+    }
+    if p.kubernetes.is_some() && p.docker_host.is_some() {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                "a target profile is either `docker` or `kubernetes`, not both",
+            )
+            .at(node.span, "this profile"),
+        );
     }
     p.name = name?.value;
     Some(p)

@@ -12,24 +12,64 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Serialize `value` as a YAML document.
-pub fn to_string<T: Serialize>(value: &T) -> String {
-    // Plain data (maps, strings, numbers) always converts.
-    let v = serde_json::to_value(value).expect("plain data converts to a value");
-    value_to_string(&v)
+pub fn to_string<T: Serialize + ?Sized>(value: &T) -> String {
+    let mut out = String::new();
+    write_doc(&mut out, value);
+    out
 }
 
-/// As [`to_string`], for a value already built (no conversion copy).
+/// As [`to_string`], for a value already built.
 pub fn value_to_string(v: &Value) -> String {
-    let mut out = String::new();
-    match v {
-        Value::Object(m) if !m.is_empty() => map(&mut out, m, 0),
-        Value::Array(a) if !a.is_empty() => seq(&mut out, a, 0),
-        other => {
-            out.push_str(&scalar(other));
-            out.push('\n');
-        }
-    }
-    out
+    to_string(v)
+}
+
+/// Append `value` as a YAML document to `out`. The value is printed
+/// straight from its `Serialize` implementation, with no intermediate
+/// tree: the same text as printing its `serde_json::Value`.
+pub fn write_doc<T: Serialize + ?Sized>(out: &mut String, value: &T) {
+    // Plain data (maps, strings, numbers) always serializes.
+    value
+        .serialize(Ser {
+            out,
+            place: Place::Top,
+        })
+        .expect("plain data serializes");
+}
+
+/// Append `key: value`, an entry of a block map whose keys are at
+/// `indent`: the text the entry has when its map is printed whole. With
+/// [`write_item`], a large document can be written (and flushed) in
+/// parts, its outer levels written by hand: the caller writes the `key:`
+/// line that opens a nested map or sequence, or `key: {}` / `key: []` when
+/// it has no entries.
+pub fn write_entry<T: Serialize + ?Sized>(out: &mut String, indent: usize, key: &str, value: &T) {
+    self::indent(out, indent);
+    write_str(out, key);
+    out.push(':');
+    value
+        .serialize(Ser {
+            out,
+            place: Place::MapValue(indent),
+        })
+        .expect("plain data serializes");
+}
+
+/// Append `- value`, an item of a block sequence whose dashes are at
+/// `indent` (see [`write_entry`]).
+pub fn write_item<T: Serialize + ?Sized>(out: &mut String, indent: usize, value: &T) {
+    self::indent(out, indent);
+    out.push_str("- ");
+    value
+        .serialize(Ser {
+            out,
+            place: Place::SeqItem(indent),
+        })
+        .expect("plain data serializes");
+}
+
+/// Append `s` as a YAML scalar, quoted when it must be, with no newline.
+pub fn write_scalar(out: &mut String, s: &str) {
+    write_str(out, s);
 }
 
 /// Several YAML documents separated by `---`.
@@ -39,7 +79,7 @@ pub fn to_multi_doc<T: Serialize>(values: &[T]) -> String {
         if i > 0 {
             out.push_str("---\n");
         }
-        out.push_str(&to_string(v));
+        write_doc(&mut out, v);
     }
     out
 }
@@ -68,15 +108,42 @@ fn plain_ok(s: &str) -> bool {
         && !s.ends_with('.')
 }
 
+// The tree-walking printer this module used to be: the reference the
+// serializer is tested against.
+#[cfg(test)]
 fn string(s: &str) -> String {
     if plain_ok(s) {
         s.to_string()
     } else {
-        // A JSON string is a valid YAML double-quoted scalar.
-        serde_json::to_string(s).expect("strings serialize")
+        // A JSON string is a valid YAML double-quoted scalar, once the
+        // characters YAML does not allow (DEL, C1 controls, U+FFFE/F) or
+        // reads as line breaks (NEL, U+2028/9, folded by YAML 1.1
+        // readers) are escaped too.
+        let json = serde_json::to_string(s).expect("strings serialize");
+        if !json.chars().any(yaml_escape) {
+            return json;
+        }
+        let mut out = String::with_capacity(json.len() + 16);
+        for c in json.chars() {
+            if yaml_escape(c) {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 }
 
+/// Characters a double-quoted YAML scalar must carry as escapes.
+fn yaml_escape(c: char) -> bool {
+    matches!(
+        c,
+        '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}'
+    )
+}
+
+#[cfg(test)]
 fn scalar(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
@@ -89,12 +156,14 @@ fn scalar(v: &Value) -> String {
     }
 }
 
+#[cfg(test)]
 fn pad(out: &mut String, indent: usize) {
     for _ in 0..indent {
         out.push(' ');
     }
 }
 
+#[cfg(test)]
 fn map(out: &mut String, m: &serde_json::Map<String, Value>, indent: usize) {
     for (i, (k, v)) in m.iter().enumerate() {
         // The first key of a map inside a sequence follows the `- `.
@@ -121,6 +190,7 @@ fn map(out: &mut String, m: &serde_json::Map<String, Value>, indent: usize) {
     }
 }
 
+#[cfg(test)]
 fn seq(out: &mut String, items: &[Value], indent: usize) {
     for item in items {
         pad(out, indent);
@@ -137,6 +207,659 @@ fn seq(out: &mut String, items: &[Value], indent: usize) {
             }
         }
     }
+}
+
+/// Write `s` as a YAML scalar: plain when [`plain_ok`], else the
+/// double-quoted form of [`string`] (a JSON string, with the characters
+/// YAML does not allow escaped too), without building it first.
+fn write_str(out: &mut String, s: &str) {
+    if plain_ok(s) {
+        out.push_str(s);
+        return;
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let esc: &str = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\u{8}' => "\\b",
+            '\u{c}' => "\\f",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if (c as u32) < 0x20 || yaml_escape(c) => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        start = i + c.len_utf8();
+        if esc.is_empty() {
+            let n = c as u32;
+            out.push_str("\\u");
+            for shift in [12, 8, 4, 0] {
+                out.push(HEX[((n >> shift) & 0xf) as usize] as char);
+            }
+        } else {
+            out.push_str(esc);
+        }
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+fn indent(out: &mut String, n: usize) {
+    const SPACES: &str = "                                                                ";
+    let mut n = n;
+    while n > SPACES.len() {
+        out.push_str(SPACES);
+        n -= SPACES.len();
+    }
+    out.push_str(&SPACES[..n]);
+}
+
+/// Where the value being serialized goes.
+#[derive(Clone, Copy)]
+enum Place {
+    /// A whole document.
+    Top,
+    /// After `key:` of a map entry whose key is at this indent.
+    MapValue(usize),
+    /// After the `- ` of a sequence item whose dash is at this indent.
+    SeqItem(usize),
+}
+
+impl Place {
+    /// Put a scalar here.
+    fn scalar(self, out: &mut String, text: &str) {
+        if let Place::MapValue(_) = self {
+            out.push(' ');
+        }
+        out.push_str(text);
+        out.push('\n');
+    }
+
+    fn scalar_str(self, out: &mut String, s: &str) {
+        if let Place::MapValue(_) = self {
+            out.push(' ');
+        }
+        write_str(out, s);
+        out.push('\n');
+    }
+
+    /// Indent of the entries of a (non-empty) map placed here; opens it.
+    fn open_map(self, out: &mut String) -> usize {
+        match self {
+            Place::Top => 0,
+            Place::MapValue(k) => {
+                out.push('\n');
+                k + 2
+            }
+            Place::SeqItem(d) => d + 2,
+        }
+    }
+
+    /// Indent of the dashes of a (non-empty) sequence placed here; opens it.
+    fn open_seq(self, out: &mut String) -> usize {
+        match self {
+            Place::Top => 0,
+            Place::MapValue(k) => {
+                out.push('\n');
+                k
+            }
+            Place::SeqItem(d) => {
+                out.push('\n');
+                d + 2
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Error(String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl serde::ser::Error for Error {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        Error(msg.to_string())
+    }
+}
+
+/// The YAML printer as a serde serializer: one value at one [`Place`].
+struct Ser<'o> {
+    out: &'o mut String,
+    place: Place,
+}
+
+/// A map (or struct) being written; entries are written as they come,
+/// `{}` at the end if there were none.
+struct MapSer<'o> {
+    out: &'o mut String,
+    place: Place,
+    /// Indent of the entries, once the map is open.
+    indent: Option<usize>,
+}
+
+impl MapSer<'_> {
+    /// Write the key of the next entry; `key` writes it (without the colon).
+    fn key(&mut self, key: impl FnOnce(&mut String) -> Result<(), Error>) -> Result<(), Error> {
+        match self.indent {
+            None => {
+                let i = self.place.open_map(self.out);
+                self.indent = Some(i);
+                // The first key of a map inside a sequence follows the `- `.
+                if !matches!(self.place, Place::SeqItem(_)) {
+                    indent(self.out, i);
+                }
+            }
+            Some(i) => indent(self.out, i),
+        }
+        key(self.out)?;
+        self.out.push(':');
+        Ok(())
+    }
+
+    fn value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        let i = self.indent.expect("a key came first");
+        value.serialize(Ser {
+            out: self.out,
+            place: Place::MapValue(i),
+        })
+    }
+
+    fn end(self) -> Result<(), Error> {
+        if self.indent.is_none() {
+            self.place.scalar(self.out, "{}");
+        }
+        Ok(())
+    }
+}
+
+/// A sequence being written, `[]` at the end if it had no items.
+struct SeqSer<'o> {
+    out: &'o mut String,
+    place: Place,
+    indent: Option<usize>,
+}
+
+impl SeqSer<'_> {
+    fn item<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        let i = match self.indent {
+            Some(i) => i,
+            None => {
+                let i = self.place.open_seq(self.out);
+                self.indent = Some(i);
+                i
+            }
+        };
+        indent(self.out, i);
+        self.out.push_str("- ");
+        value.serialize(Ser {
+            out: self.out,
+            place: Place::SeqItem(i),
+        })
+    }
+
+    fn end(self) -> Result<(), Error> {
+        if self.indent.is_none() {
+            self.place.scalar(self.out, "[]");
+        }
+        Ok(())
+    }
+}
+
+impl<'o> Ser<'o> {
+    /// A one-entry map `variant: ...` (serde_json's form of enum variants
+    /// with data); returns the place of its value.
+    fn variant(self, variant: &str) -> (&'o mut String, Place) {
+        let mut m = MapSer {
+            out: self.out,
+            place: self.place,
+            indent: None,
+        };
+        m.key(|out| {
+            write_str(out, variant);
+            Ok(())
+        })
+        .expect("writing a key cannot fail");
+        let i = m.indent.expect("opened");
+        (m.out, Place::MapValue(i))
+    }
+}
+
+macro_rules! int {
+    ($($f:ident: $t:ty),*) => {$(
+        fn $f(self, v: $t) -> Result<(), Error> {
+            use std::fmt::Write;
+            if let Place::MapValue(_) = self.place {
+                self.out.push(' ');
+            }
+            let _ = writeln!(self.out, "{v}");
+            Ok(())
+        }
+    )*};
+}
+
+impl<'o> serde::Serializer for Ser<'o> {
+    type Ok = ();
+    type Error = Error;
+    type SerializeSeq = SeqSer<'o>;
+    type SerializeTuple = SeqSer<'o>;
+    type SerializeTupleStruct = SeqSer<'o>;
+    type SerializeTupleVariant = SeqSer<'o>;
+    type SerializeMap = MapSer<'o>;
+    type SerializeStruct = MapSer<'o>;
+    type SerializeStructVariant = MapSer<'o>;
+
+    fn serialize_bool(self, v: bool) -> Result<(), Error> {
+        self.place
+            .scalar(self.out, if v { "true" } else { "false" });
+        Ok(())
+    }
+
+    int!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
+        serialize_u64: u64, serialize_u128: u128);
+
+    fn serialize_f32(self, v: f32) -> Result<(), Error> {
+        self.serialize_f64(f64::from(v))
+    }
+
+    fn serialize_f64(self, v: f64) -> Result<(), Error> {
+        // As serde_json prints its numbers; not finite is null.
+        match serde_json::Number::from_f64(v) {
+            Some(n) => self.place.scalar(self.out, &n.to_string()),
+            None => self.place.scalar(self.out, "null"),
+        }
+        Ok(())
+    }
+
+    fn serialize_char(self, v: char) -> Result<(), Error> {
+        self.place.scalar_str(self.out, v.encode_utf8(&mut [0; 4]));
+        Ok(())
+    }
+
+    fn serialize_str(self, v: &str) -> Result<(), Error> {
+        self.place.scalar_str(self.out, v);
+        Ok(())
+    }
+
+    fn serialize_bytes(self, v: &[u8]) -> Result<(), Error> {
+        use serde::ser::SerializeSeq;
+        let mut s = self.serialize_seq(Some(v.len()))?;
+        for b in v {
+            s.serialize_element(b)?;
+        }
+        s.end()
+    }
+
+    fn serialize_none(self) -> Result<(), Error> {
+        self.serialize_unit()
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
+        value.serialize(self)
+    }
+
+    fn serialize_unit(self) -> Result<(), Error> {
+        self.place.scalar(self.out, "null");
+        Ok(())
+    }
+
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<(), Error> {
+        self.serialize_unit()
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<(), Error> {
+        self.serialize_str(variant)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        let (out, place) = self.variant(variant);
+        value.serialize(Ser { out, place })
+    }
+
+    fn serialize_seq(self, _len: Option<usize>) -> Result<SeqSer<'o>, Error> {
+        Ok(SeqSer {
+            out: self.out,
+            place: self.place,
+            indent: None,
+        })
+    }
+
+    fn serialize_tuple(self, len: usize) -> Result<SeqSer<'o>, Error> {
+        self.serialize_seq(Some(len))
+    }
+
+    fn serialize_tuple_struct(self, _name: &'static str, len: usize) -> Result<SeqSer<'o>, Error> {
+        self.serialize_seq(Some(len))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<SeqSer<'o>, Error> {
+        let (out, place) = self.variant(variant);
+        Ok(SeqSer {
+            out,
+            place,
+            indent: None,
+        })
+    }
+
+    fn serialize_map(self, _len: Option<usize>) -> Result<MapSer<'o>, Error> {
+        Ok(MapSer {
+            out: self.out,
+            place: self.place,
+            indent: None,
+        })
+    }
+
+    fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<MapSer<'o>, Error> {
+        self.serialize_map(None)
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<MapSer<'o>, Error> {
+        let (out, place) = self.variant(variant);
+        Ok(MapSer {
+            out,
+            place,
+            indent: None,
+        })
+    }
+}
+
+impl serde::ser::SerializeSeq for SeqSer<'_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.item(value)
+    }
+    fn end(self) -> Result<(), Error> {
+        SeqSer::end(self)
+    }
+}
+
+impl serde::ser::SerializeTuple for SeqSer<'_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.item(value)
+    }
+    fn end(self) -> Result<(), Error> {
+        SeqSer::end(self)
+    }
+}
+
+impl serde::ser::SerializeTupleStruct for SeqSer<'_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.item(value)
+    }
+    fn end(self) -> Result<(), Error> {
+        SeqSer::end(self)
+    }
+}
+
+impl serde::ser::SerializeTupleVariant for SeqSer<'_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.item(value)
+    }
+    fn end(self) -> Result<(), Error> {
+        SeqSer::end(self)
+    }
+}
+
+impl serde::ser::SerializeMap for MapSer<'_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
+        self.key(|out| key.serialize(KeySer { out }))
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.value(value)
+    }
+    fn serialize_entry<K: Serialize + ?Sized, V: Serialize + ?Sized>(
+        &mut self,
+        key: &K,
+        value: &V,
+    ) -> Result<(), Error> {
+        self.key(|out| key.serialize(KeySer { out }))?;
+        self.value(value)
+    }
+    fn end(self) -> Result<(), Error> {
+        MapSer::end(self)
+    }
+}
+
+impl serde::ser::SerializeStruct for MapSer<'_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.key(|out| {
+            write_str(out, key);
+            Ok(())
+        })?;
+        self.value(value)
+    }
+    fn end(self) -> Result<(), Error> {
+        MapSer::end(self)
+    }
+}
+
+impl serde::ser::SerializeStructVariant for MapSer<'_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        serde::ser::SerializeStruct::serialize_field(self, key, value)
+    }
+    fn end(self) -> Result<(), Error> {
+        MapSer::end(self)
+    }
+}
+
+/// Map keys: strings written directly; anything else as serde_json turns
+/// it into an object key.
+struct KeySer<'o> {
+    out: &'o mut String,
+}
+
+impl KeySer<'_> {
+    fn via_json<T: Serialize + ?Sized>(self, key: &T) -> Result<(), Error> {
+        let k = serde_json::to_value(KeyOf(key)).map_err(|e| Error(e.to_string()))?;
+        let Value::Object(m) = k else {
+            unreachable!("a one-entry map")
+        };
+        let (k, _) = m.into_iter().next().expect("one entry");
+        write_str(self.out, &k);
+        Ok(())
+    }
+}
+
+/// `{key: null}`, to let serde_json convert a key.
+struct KeyOf<'k, T: ?Sized>(&'k T);
+
+impl<T: Serialize + ?Sized> Serialize for KeyOf<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(self.0, &())?;
+        m.end()
+    }
+}
+
+macro_rules! key_via_json {
+    ($($f:ident: $t:ty),*) => {$(
+        fn $f(self, v: $t) -> Result<(), Error> {
+            self.via_json(&v)
+        }
+    )*};
+}
+
+impl serde::Serializer for KeySer<'_> {
+    type Ok = ();
+    type Error = Error;
+    type SerializeSeq = serde::ser::Impossible<(), Error>;
+    type SerializeTuple = serde::ser::Impossible<(), Error>;
+    type SerializeTupleStruct = serde::ser::Impossible<(), Error>;
+    type SerializeTupleVariant = serde::ser::Impossible<(), Error>;
+    type SerializeMap = serde::ser::Impossible<(), Error>;
+    type SerializeStruct = serde::ser::Impossible<(), Error>;
+    type SerializeStructVariant = serde::ser::Impossible<(), Error>;
+
+    fn serialize_str(self, v: &str) -> Result<(), Error> {
+        write_str(self.out, v);
+        Ok(())
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<(), Error> {
+        self.serialize_str(variant)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        value.serialize(self)
+    }
+
+    key_via_json!(serialize_bool: bool, serialize_i8: i8, serialize_i16: i16,
+        serialize_i32: i32, serialize_i64: i64, serialize_i128: i128, serialize_u8: u8,
+        serialize_u16: u16, serialize_u32: u32, serialize_u64: u64, serialize_u128: u128,
+        serialize_f32: f32, serialize_f64: f64, serialize_char: char);
+
+    fn serialize_bytes(self, _v: &[u8]) -> Result<(), Error> {
+        Err(Error("map keys must be strings".into()))
+    }
+    fn serialize_none(self) -> Result<(), Error> {
+        Err(Error("map keys must be strings".into()))
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> Result<(), Error> {
+        Err(Error("map keys must be strings".into()))
+    }
+    fn serialize_unit(self) -> Result<(), Error> {
+        Err(Error("map keys must be strings".into()))
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<(), Error> {
+        Err(Error("map keys must be strings".into()))
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _value: &T,
+    ) -> Result<(), Error> {
+        Err(Error("map keys must be strings".into()))
+    }
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, Error> {
+        Err(Error("map keys must be strings".into()))
+    }
+    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, Error> {
+        Err(Error("map keys must be strings".into()))
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleStruct, Error> {
+        Err(Error("map keys must be strings".into()))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleVariant, Error> {
+        Err(Error("map keys must be strings".into()))
+    }
+    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, Error> {
+        Err(Error("map keys must be strings".into()))
+    }
+    fn serialize_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStruct, Error> {
+        Err(Error("map keys must be strings".into()))
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStructVariant, Error> {
+        Err(Error("map keys must be strings".into()))
+    }
+}
+
+// The tree-walking printer's entry point (reference for the tests).
+#[cfg(test)]
+fn reference_to_string(v: &Value) -> String {
+    let mut out = String::new();
+    match v {
+        Value::Object(m) if !m.is_empty() => map(&mut out, m, 0),
+        Value::Array(a) if !a.is_empty() => seq(&mut out, a, 0),
+        other => {
+            out.push_str(&scalar(other));
+            out.push('\n');
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -156,6 +879,17 @@ mod tests {
     }
 
     #[test]
+    fn line_separators_and_non_printables_are_escaped() {
+        let v =
+            json!({"a": "x\u{85}y\u{2028}z \u{2029}", "b": "\u{7f}\u{9f}\u{fffe}\u{ffff}\u{fffd}"});
+        let y = to_string(&v);
+        assert!(y.contains(r"x\u0085y\u2028z \u2029"), "{y}");
+        assert!(y.contains(r"\u007f\u009f\ufffe\uffff"), "{y}");
+        let back: serde_json::Value = from_str(&y).expect("parses");
+        assert_eq!(back, v);
+    }
+
+    #[test]
     fn nesting_round_trips() {
         let v = json!({
             "services": {"web": {"image": "nginx:1.27", "environment": {"A": "x: y", "B": "line\nbreak"}, "ports": []}},
@@ -165,5 +899,108 @@ mod tests {
         let y = to_string(&v);
         let back: serde_json::Value = from_str(&y).expect("parses");
         assert_eq!(back, v, "{y}");
+    }
+
+    fn value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-z]{0,3}".prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+            prop::sample::select(vec![
+                "yes",
+                "on",
+                "~",
+                "8080:80",
+                "1e3",
+                "a.",
+                "_x/y@z+1-2",
+                "- a",
+                ""
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec(("[a-z~]{0,3}|\\PC{0,4}", inner), 0..5)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn serializer_prints_as_the_tree_printer(v in value()) {
+            proptest::prop_assert_eq!(to_string(&v), reference_to_string(&v));
+        }
+    }
+
+    #[test]
+    fn every_char_quotes_as_before() {
+        for c in (0..0x11_0000).filter_map(char::from_u32) {
+            let s = format!("a{c}b{c}");
+            let mut out = String::new();
+            write_str(&mut out, &s);
+            assert_eq!(out, string(&s), "{:x}", c as u32);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parts_print_as_the_whole(items in proptest::collection::vec(value(), 1..4)) {
+            // `a:` / `  b:` / `  - item` and `  c:` / `    k0: item` by hand.
+            let mut out = String::from("a:\n  b:\n");
+            for v in &items {
+                write_item(&mut out, 2, v);
+            }
+            out.push_str("  c:\n");
+            for (i, v) in items.iter().enumerate() {
+                write_entry(&mut out, 4, &format!("k{i}"), v);
+            }
+            let m: serde_json::Map<String, Value> =
+                items.iter().enumerate().map(|(i, v)| (format!("k{i}"), v.clone())).collect();
+            let whole = json!({"a": {"b": items, "c": m}});
+            proptest::prop_assert_eq!(out, to_string(&whole));
+        }
+    }
+
+    #[test]
+    fn typed_values_print_as_their_json_values() {
+        #[derive(serde::Serialize)]
+        enum E {
+            Unit,
+            New(u8),
+            Tup(u8, String),
+            Rec { a: Option<u8>, b: Vec<u8> },
+        }
+        #[derive(serde::Serialize)]
+        struct S {
+            e: Vec<E>,
+            m: std::collections::BTreeMap<u32, f32>,
+            t: (char, ()),
+            empty: Vec<u8>,
+            nan: f64,
+        }
+        let v = S {
+            e: vec![
+                E::Unit,
+                E::New(1),
+                E::Tup(2, "on".into()),
+                E::Rec { a: None, b: vec![] },
+            ],
+            m: [(1, 0.1), (2, 1e30)].into_iter().collect(),
+            t: ('y', ()),
+            empty: vec![],
+            nan: f64::NAN,
+        };
+        let j = serde_json::to_value(&v).expect("value");
+        assert_eq!(to_string(&v), reference_to_string(&j));
+        let docs = [json!({"a": 1}), json!([]), json!("x")];
+        assert_eq!(to_multi_doc(&docs), "a: 1\n---\n[]\n---\nx\n");
     }
 }

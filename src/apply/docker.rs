@@ -67,8 +67,23 @@ fn err(what: &str, e: bollard::errors::Error) -> String {
             status_code,
             message,
         } => format!("{what}: the engine answered {status_code}: {message}"),
+        other if lost(&other) => format!(
+            "{what}: the Docker engine stopped answering ({other}); what was done so far stays, and `stackc apply` converges from there once the engine is back"
+        ),
         other => format!("{what}: {other}"),
     }
+}
+
+/// The connection to the engine failed or broke: it stopped, restarted or
+/// cannot be reached.
+fn lost(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::HyperLegacyError { .. }
+            | bollard::errors::Error::HyperResponseError { .. }
+            | bollard::errors::Error::IOError { .. }
+            | bollard::errors::Error::RequestTimeoutError
+    )
 }
 
 fn not_found(e: &bollard::errors::Error) -> bool {
@@ -99,6 +114,8 @@ where
                     }
                     bollard::errors::Error::HyperResponseError { .. }
                     | bollard::errors::Error::IOError { .. } => true,
+                    // No connection: the request was never sent.
+                    bollard::errors::Error::HyperLegacyError { err } => err.is_connect(),
                     _ => false,
                 };
                 if !transient || attempt == 3 {
@@ -440,18 +457,56 @@ impl Engine {
             name: Some(spec.name.clone()),
             ..Default::default()
         };
-        retry(&format!("create container {}", spec.name), || {
-            self.docker
+        let (opts, body) = (&opts, &body);
+        retry(&format!("create container {}", spec.name), || async move {
+            match self
+                .docker
                 .create_container(Some(opts.clone()), body.clone())
+                .await
+            {
+                // An interrupted apply's create can be carried out after
+                // this apply looked (or an earlier attempt's answer was
+                // lost): the container it made is the one wanted.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) if self.defined_as(desired, spec).await => Ok(()),
+                other => other.map(|_| ()),
+            }
         })
         .await?;
         self.start(&spec.name).await
     }
 
+    /// Whether `spec`'s container exists, owned by the stack and defined
+    /// as `spec` says.
+    async fn defined_as(&self, desired: &Desired, spec: &ContainerSpec) -> bool {
+        let Ok(info) = self
+            .docker
+            .inspect_container(&spec.name, None::<InspectContainerOptions>)
+            .await
+        else {
+            return false;
+        };
+        let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+        labels.get(LABEL_STACK) == Some(&desired.stack)
+            && labels.get(LABEL_OWNER).map(String::as_str) == Some("stackc")
+            && labels.get(LABEL_HASH) == Some(&spec.hash())
+    }
+
     async fn start(&self, name: &str) -> Result<(), String> {
-        retry(&format!("start container {name}"), || {
-            self.docker
+        retry(&format!("start container {name}"), || async move {
+            match self
+                .docker
                 .start_container(name, None::<StartContainerOptions>)
+                .await
+            {
+                // Already running: started by an interrupted apply, or by
+                // an earlier attempt whose answer was lost.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => Ok(()),
+                other => other,
+            }
         })
         .await
     }

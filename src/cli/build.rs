@@ -21,21 +21,42 @@ pub fn default_out(input: &Input) -> PathBuf {
     }
 }
 
-/// Check and compile; `None` (after printing why) when there are errors.
-pub fn compile(ui: &Ui, input: &Input, selected: &[Target], quiet: bool) -> Option<Vec<Artifact>> {
+/// Check the topology; `None` (after printing why) when it has errors.
+fn check(ui: &Ui, input: &Input) -> Option<crate::Checked> {
     let checked = crate::check_file(&input.path(), input.env.as_deref());
     print_diags(ui, &checked);
-    let (Some(t), Some(g), true) = (&checked.topology, &checked.graph, checked.ok()) else {
+    if !checked.ok() {
         eprintln!("error: the topology has errors; nothing was built");
         return None;
-    };
-    let all = Target::ALL;
-    let targets = if selected.is_empty() {
-        &all[..]
+    }
+    Some(checked)
+}
+
+fn targets_of(selected: &[Target]) -> &[Target] {
+    if selected.is_empty() {
+        &Target::ALL
     } else {
         selected
+    }
+}
+
+/// Check and compile; `None` (after printing why) when there are errors.
+pub fn compile(ui: &Ui, input: &Input, selected: &[Target], quiet: bool) -> Option<Vec<Artifact>> {
+    let checked = check(ui, input)?;
+    let (Some(t), Some(g)) = (&checked.topology, &checked.graph) else {
+        unreachable!("checked.ok()")
     };
-    let (artifacts, warnings) = targets::build(t, g, targets);
+    let (artifacts, warnings) = targets::build(t, g, targets_of(selected));
+    report(ui, &checked, &warnings, quiet).then_some(artifacts)
+}
+
+/// Print the build's warnings; false if there are errors among them.
+fn report(
+    ui: &Ui,
+    checked: &crate::Checked,
+    warnings: &crate::diag::Diagnostics,
+    quiet: bool,
+) -> bool {
     if !warnings.is_empty() && (!quiet || warnings.has_errors()) {
         // Large topologies can produce thousands of warnings of a few
         // kinds: show the first ones in full, then count the rest by code.
@@ -63,20 +84,51 @@ pub fn compile(ui: &Ui, input: &Input, selected: &[Target], quiet: bool) -> Opti
             );
         }
     }
-    if warnings.has_errors() {
-        return None;
-    }
-    Some(artifacts)
+    !warnings.has_errors()
 }
 
+/// Check, then compile straight into a new tree beside the output
+/// directory (two threads, each streaming its files to disk), swapped in
+/// when complete and free of errors.
 pub fn run_build(ui: &Ui, input: &Input, out: Option<PathBuf>, selected: &[Target]) -> u8 {
-    let Some(artifacts) = compile(ui, input, selected, false) else {
+    let Some(checked) = check(ui, input) else {
         return 1;
     };
+    let (Some(t), Some(g)) = (&checked.topology, &checked.graph) else {
+        unreachable!("checked.ok()")
+    };
     let out = out.unwrap_or_else(|| default_out(input));
-    match artifacts::write(&out, &artifacts) {
-        Ok(()) => {
-            println!("built {} files into {}", artifacts.len(), out.display());
+    let targets = targets_of(selected);
+    let written = match artifacts::Staging::new(&out) {
+        Ok(staging) => {
+            let (mut side, mut main) = (staging.sink(), staging.sink());
+            let warnings = targets::build_to(t, g, targets, &mut side, &mut main);
+            if !report(ui, &checked, &warnings, false) {
+                return 1;
+            }
+            artifacts::DiskSink::finish_all(vec![side, main]).and_then(|files| {
+                let n = files.len();
+                staging.commit(files).map(|()| n)
+            })
+        }
+        Err(e) => {
+            // Report the warnings as a build would, then why nothing is written.
+            let warnings = targets::build_to(
+                t,
+                g,
+                targets,
+                &mut artifacts::Discard,
+                &mut artifacts::Discard,
+            );
+            if !report(ui, &checked, &warnings, false) {
+                return 1;
+            }
+            Err(e)
+        }
+    };
+    match written {
+        Ok(n) => {
+            println!("built {n} files into {}", out.display());
             0
         }
         Err(e) => {

@@ -1,4 +1,5 @@
-//! `stackc plan`, `apply`, `drift` and `destroy` against a Docker engine.
+//! `stackc plan`, `apply`, `drift` and `destroy` against a Docker engine;
+//! a Kubernetes target profile hands over to [`super::kube`].
 //!
 //! Exit codes follow Terraform: 0 success (no changes / in sync), 1 error,
 //! 2 changes present (`plan --detailed-exitcode`, `drift`), 130 when
@@ -121,6 +122,7 @@ fn connect(profile: &Profile, rt: &tokio::runtime::Runtime) -> Option<Engine> {
     Some(engine)
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn run_plan(
     ui: &Ui,
     input: &Input,
@@ -129,10 +131,24 @@ pub fn run_plan(
     detailed: bool,
     out: Option<PathBuf>,
     prune: bool,
+    force_conflicts: bool,
 ) -> u8 {
     let Some(cx) = context(ui, input, args) else {
         return 1;
     };
+    if cx.profile.kubernetes.is_some() {
+        if out.is_some() {
+            eprintln!(
+                "error: saved plans (--out) are for Docker targets; a Kubernetes plan is made again by `stackc apply`"
+            );
+            return 1;
+        }
+        return super::kube::run_plan(&cx, json, detailed, prune, force_conflicts);
+    }
+    if force_conflicts {
+        eprintln!("error: --force-conflicts is for Kubernetes targets");
+        return 1;
+    }
     let rt = runtime();
     let Some(engine) = connect(&cx.profile, &rt) else {
         return 1;
@@ -178,7 +194,14 @@ pub fn run_plan(
     if detailed && plan.has_changes() { 2 } else { 0 }
 }
 
-pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout_secs: u64) -> u8 {
+pub fn run_apply(
+    ui: &Ui,
+    input: &Input,
+    args: &EngineArgs,
+    prune: bool,
+    force_conflicts: bool,
+    timeout_secs: u64,
+) -> u8 {
     let started = Instant::now();
     // `stackc apply plan.json` applies exactly a saved plan.
     let saved: Option<Plan> = match input
@@ -210,6 +233,13 @@ pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout
                     }
                 }
             };
+            if profile.kubernetes.is_some() {
+                eprintln!(
+                    "error: `{}` is a Kubernetes target: apply the topology (`stackc apply FILE --target {}`), not a saved plan",
+                    profile.name, profile.name
+                );
+                return 1;
+            }
             let state_dir = std::env::current_dir()
                 .unwrap_or_default()
                 .join(&profile.state_dir);
@@ -219,10 +249,17 @@ pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout
             let Some(cx) = context(ui, input, args) else {
                 return 1;
             };
+            if cx.profile.kubernetes.is_some() {
+                return super::kube::run_apply(&cx, prune, force_conflicts, timeout_secs);
+            }
             model = Some((cx.topology, cx.graph));
             (cx.profile, cx.state_dir, cx.desired, None)
         }
     };
+    if force_conflicts {
+        eprintln!("error: --force-conflicts is for Kubernetes targets");
+        return 1;
+    }
     let rt = runtime();
     let Some(engine) = connect(&profile, &rt) else {
         return 1;
@@ -260,7 +297,20 @@ pub fn run_apply(ui: &Ui, input: &Input, args: &EngineArgs, prune: bool, timeout
         return 1;
     }
     if !plan.has_changes() {
-        // Nothing to do, and not a single mutating call to do it.
+        // Nothing to do, and not a single mutating call to do it. An apply
+        // cut short (killed, engine gone) may have started containers whose
+        // health nobody confirmed: confirm it, in phase order, reading only.
+        let timeout = std::time::Duration::from_secs(timeout_secs);
+        let ready = rt.block_on(async {
+            for spec in &desired.containers {
+                engine.ready(spec, timeout).await?;
+            }
+            Ok::<_, String>(())
+        });
+        if let Err(e) = ready {
+            eprintln!("error: {e}");
+            return 1;
+        }
         println!(
             "No changes. {} objects match the topology.",
             plan.count(|a| matches!(a, Action::Unchanged))
@@ -389,6 +439,9 @@ pub fn run_drift(ui: &Ui, input: &Input, args: &EngineArgs, json: bool) -> u8 {
     let Some(cx) = context(ui, input, args) else {
         return 1;
     };
+    if cx.profile.kubernetes.is_some() {
+        return super::kube::run_drift(ui, input, &cx, json);
+    }
     let rt = runtime();
     let Some(engine) = connect(&cx.profile, &rt) else {
         return 1;
@@ -415,34 +468,45 @@ pub fn run_drift(ui: &Ui, input: &Input, args: &EngineArgs, json: bool) -> u8 {
             return 1;
         }
     };
-    // Committed artifacts that no longer match the topology drift too.
+    match artifact_drift(ui, input) {
+        Ok(a) => items.extend(a),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    }
+    report_drift(&items, json, "the engine")
+}
+
+/// Committed artifacts that no longer match the topology: drift too, when
+/// `generated/` exists beside the topology.
+pub fn artifact_drift(_ui: &Ui, input: &Input) -> Result<Vec<crate::drift::Item>, String> {
+    let mut items = Vec::new();
     let generated = super::build::default_out(input);
     if generated.is_dir()
         && let Some(arts) = super::build::compile(&Ui { color: false }, input, &[], true)
     {
-        match crate::artifacts::diff(&generated, &arts) {
-            Ok((changes, _)) => {
-                for c in changes {
-                    let (path, what) = match c {
-                        crate::artifacts::Change::Added(p) => (p, "missing"),
-                        crate::artifacts::Change::Modified(p) => (p, "stale"),
-                        crate::artifacts::Change::Removed(p) => (p, "no longer generated"),
-                    };
-                    items.push(crate::drift::Item {
-                        object: format!("{}/{path}", generated.display()),
-                        field: "artifact".into(),
-                        expected: "as built from the topology".into(),
-                        actual: what.into(),
-                        ignored: None,
-                    });
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 1;
-            }
+        let (changes, _) = crate::artifacts::diff(&generated, &arts).map_err(|e| e.to_string())?;
+        for c in changes {
+            let (path, what) = match c {
+                crate::artifacts::Change::Added(p) => (p, "missing"),
+                crate::artifacts::Change::Modified(p) => (p, "stale"),
+                crate::artifacts::Change::Removed(p) => (p, "no longer generated"),
+            };
+            items.push(crate::drift::Item {
+                object: format!("{}/{path}", generated.display()),
+                field: "artifact".into(),
+                expected: "as built from the topology".into(),
+                actual: what.into(),
+                ignored: None,
+            });
         }
     }
+    Ok(items)
+}
+
+/// Print drift items (text or JSON); exit 0 in sync, 2 drift.
+pub fn report_drift(items: &[crate::drift::Item], json: bool, what: &str) -> u8 {
     let drifted = items.iter().filter(|i| i.ignored.is_none()).count();
     if json {
         println!(
@@ -453,7 +517,7 @@ pub fn run_drift(ui: &Ui, input: &Input, args: &EngineArgs, json: bool) -> u8 {
             .expect("json")
         );
     } else {
-        for i in &items {
+        for i in items {
             match &i.ignored {
                 Some(reason) => println!(
                     "  ignored {} {}: expected {}, found {} ({reason})",
@@ -466,7 +530,7 @@ pub fn run_drift(ui: &Ui, input: &Input, args: &EngineArgs, json: bool) -> u8 {
             }
         }
         if drifted == 0 {
-            println!("In sync: the engine matches the topology.");
+            println!("In sync: {what} matches the topology.");
         } else {
             println!("Drift: {drifted} difference(s); `stackc apply` restores the topology.");
         }
@@ -478,6 +542,7 @@ pub fn run_destroy(ui: &Ui, input: &Input, args: &EngineArgs, volumes: bool, yes
     let Some(cx) = context(ui, input, args) else {
         return 1;
     };
+    let kube = cx.profile.kubernetes.is_some();
     if !yes {
         if !std::io::stdin().is_terminal() {
             eprintln!(
@@ -487,8 +552,13 @@ pub fn run_destroy(ui: &Ui, input: &Input, args: &EngineArgs, volumes: bool, yes
             return 1;
         }
         eprint!(
-            "Remove every container{} of stack `{}`? Type the stack name to confirm: ",
-            if volumes {
+            "Remove every {}{} of stack `{}`? Type the stack name to confirm: ",
+            if kube { "object" } else { "container" },
+            if kube && volumes {
+                " and PersistentVolumeClaim (data is lost)"
+            } else if kube {
+                " (PersistentVolumeClaims are kept)"
+            } else if volumes {
                 ", network and VOLUME (data is lost)"
             } else {
                 " and the network (volumes are kept)"
@@ -501,6 +571,9 @@ pub fn run_destroy(ui: &Ui, input: &Input, args: &EngineArgs, volumes: bool, yes
             eprintln!("not confirmed; nothing was removed");
             return 1;
         }
+    }
+    if kube {
+        return super::kube::run_destroy(&cx, volumes);
     }
     let rt = runtime();
     let Some(engine) = connect(&cx.profile, &rt) else {
@@ -546,6 +619,13 @@ pub fn run_rollout(
     let Some(cx) = context(ui, input, args) else {
         return 1;
     };
+    if cx.profile.kubernetes.is_some() {
+        eprintln!(
+            "error: rollouts run on Docker targets; `{}` is a Kubernetes target (the manifests carry the rollout policy as io.stackc.rollout/* annotations)",
+            cx.profile.name
+        );
+        return 1;
+    }
     if cx
         .topology
         .service(service)

@@ -10,6 +10,7 @@ mod engine;
 mod explain;
 mod fmt;
 mod graph;
+mod kube;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -117,6 +118,9 @@ pub enum Command {
         /// Plan deletion of containers the topology no longer has
         #[arg(long)]
         prune: bool,
+        /// Kubernetes: take over fields another field manager owns
+        #[arg(long)]
+        force_conflicts: bool,
     },
     /// Make the engine match the topology (or a saved plan), phase by phase
     Apply {
@@ -127,7 +131,10 @@ pub enum Command {
         /// Delete containers the topology no longer has (never volumes)
         #[arg(long)]
         prune: bool,
-        /// Longest wait, in seconds, for one container to become healthy
+        /// Kubernetes: take over fields another field manager owns
+        #[arg(long)]
+        force_conflicts: bool,
+        /// Longest wait, in seconds, for one container (Kubernetes: one phase) to become healthy
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
@@ -256,13 +263,24 @@ pub fn run(cli: Cli) -> u8 {
             detailed_exitcode,
             out,
             prune,
-        } => engine::run_plan(&ui, &input, &engine, json, detailed_exitcode, out, prune),
+            force_conflicts,
+        } => engine::run_plan(
+            &ui,
+            &input,
+            &engine,
+            json,
+            detailed_exitcode,
+            out,
+            prune,
+            force_conflicts,
+        ),
         Command::Apply {
             input,
             engine,
             prune,
+            force_conflicts,
             timeout,
-        } => engine::run_apply(&ui, &input, &engine, prune, timeout),
+        } => engine::run_apply(&ui, &input, &engine, prune, force_conflicts, timeout),
         Command::Drift {
             input,
             engine,

@@ -83,7 +83,8 @@ An empty `stack.kdl`. Fix: start with
 
     TooLarge => "too-large", "the input is larger than stackc accepts",
 "## What it checks
-Topology files and fragments are limited to 64 MiB each.
+Topology files and fragments are limited to 64 MiB each, and to 500,000
+nodes and values (arguments and properties) each.
 
 ## Why
 A topology of 10,000 services is about 3 MB; anything far larger is almost

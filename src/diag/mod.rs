@@ -9,7 +9,7 @@ mod codes;
 mod render;
 
 pub use codes::Code;
-pub use render::{render, render_plain, to_json};
+pub use render::{MAX_REPORTS, render, render_plain, to_json};
 
 use crate::source::Span;
 

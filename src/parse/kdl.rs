@@ -13,6 +13,10 @@
 //! - it never panics, whatever the input;
 //! - children blocks may nest [`MAX_DEPTH`] levels deep; deeper input is a
 //!   syntax error, so recursion (one frame group per level) stays bounded;
+//! - a document holds at most [`MAX_ITEMS`] nodes and entries; more is an
+//!   error marked `too_large`, so the tree's memory stays bounded whatever
+//!   the file size (a tree item takes 100 to 300 bytes, far more than the
+//!   two bytes `a` and a newline take in the text);
 //! - duplicate properties are kept as separate entries, in source order.
 
 use std::fmt;
@@ -23,11 +27,18 @@ use crate::source::{FileId, Span};
 /// Children blocks may nest this many levels deep; one more is an error.
 pub const MAX_DEPTH: usize = 128;
 
+/// Nodes plus entries (arguments and properties) a document may hold,
+/// commented-out ones included. A topology of 10,000 services has about
+/// 300,000.
+pub const MAX_ITEMS: usize = 500_000;
+
 /// The first syntax error in a document: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyntaxError {
     pub span: Span,
     pub message: String,
+    /// The document is beyond a size limit rather than malformed.
+    pub too_large: bool,
 }
 
 impl fmt::Display for SyntaxError {
@@ -45,6 +56,7 @@ pub fn parse(text: &str, file: FileId) -> Result<Vec<Node>, SyntaxError> {
         return Err(SyntaxError {
             span: Span::new(file, 0, 0),
             message: "document is larger than 4 GiB".into(),
+            too_large: true,
         });
     }
     let mut parser = Parser {
@@ -55,6 +67,7 @@ pub fn parse(text: &str, file: FileId) -> Result<Vec<Node>, SyntaxError> {
         scratch: String::new(),
         node_stack: Vec::new(),
         entry_stack: Vec::new(),
+        items: 0,
     };
     parser.document()
 }
@@ -93,6 +106,8 @@ struct Parser<'a> {
     /// a series of regrowths, and no spare capacity kept in the tree.
     node_stack: Vec<Node>,
     entry_stack: Vec<Entry>,
+    /// Nodes and entries read so far, against [`MAX_ITEMS`].
+    items: usize,
 }
 
 impl Parser<'_> {
@@ -126,6 +141,7 @@ impl Parser<'_> {
         SyntaxError {
             span: Span::new(self.file, start, end),
             message: message.into(),
+            too_large: false,
         }
     }
 
@@ -383,8 +399,24 @@ impl Parser<'_> {
 
     /// `base-node`: type, name, entries and children blocks, plus the
     /// node-space after them. The terminator is left for the caller.
+    /// Count one more node or entry, starting at `start`.
+    fn count_item(&mut self, start: usize) -> PResult<()> {
+        self.items += 1;
+        if self.items > MAX_ITEMS {
+            let mut e = self.error(
+                start,
+                start + 1,
+                format!("the document has more than {MAX_ITEMS} nodes and values"),
+            );
+            e.too_large = true;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn base_node(&mut self, depth: usize) -> PResult<Node> {
         let start = self.pos;
+        self.count_item(start)?;
         let ty = if self.peek() == Some(b'(') {
             let ty = self.type_annotation()?;
             self.node_space()?;
@@ -503,6 +535,7 @@ impl Parser<'_> {
     /// An argument (`value`, `(type)value`) or a property (`key=value`).
     fn entry(&mut self) -> PResult<Entry> {
         let start = self.pos;
+        self.count_item(start)?;
         if self.peek() == Some(b'(') {
             let ty = self.type_annotation()?;
             self.node_space()?;
@@ -2150,6 +2183,23 @@ mod tests {
         // Commented-out children count too.
         let text = format!("{}{}", "a /-{".repeat(200), "}".repeat(200));
         assert_eq!(perr(&text).message, "nesting is deeper than 128 levels");
+    }
+
+    #[test]
+    fn the_number_of_nodes_and_entries_is_bounded() {
+        let at_limit = "a\n".repeat(MAX_ITEMS);
+        assert_eq!(p(&at_limit).len(), MAX_ITEMS);
+        let e = perr(&format!("{at_limit}b\n"));
+        assert!(e.too_large, "{e:?}");
+        assert_eq!(e.span, sp(2 * MAX_ITEMS, 2 * MAX_ITEMS + 1));
+        assert_eq!(
+            e.message,
+            "the document has more than 500000 nodes and values"
+        );
+        // Entries count, commented-out ones too.
+        let e = perr(&format!("a{}", " /-1".repeat(MAX_ITEMS)));
+        assert!(e.too_large, "{e:?}");
+        assert!(!perr("a {").too_large);
     }
 
     #[test]

@@ -215,6 +215,19 @@ fn io_reason(e: &std::io::Error) -> String {
 fn parse_file(file: FileId, text: &str, diags: &mut Diagnostics) -> Option<Vec<Node>> {
     let ours = match kdl::parse(text, file) {
         Ok(nodes) => return Some(nodes),
+        // Not a mistake to point at: the `kdl` crate would only build the
+        // whole oversized tree.
+        Err(e) if e.too_large => {
+            diags.push(
+                Diagnostic::error(Code::TooLarge, e.message)
+                    .at(e.span, "the limit is reached here")
+                    .help(format!(
+                        "a topology of 10,000 services has about 300,000 nodes and values; the limit is {}; check that this is the right file",
+                        kdl::MAX_ITEMS
+                    )),
+            );
+            return None;
+        }
         Err(e) => e,
     };
     // The `kdl` crate recurses per nesting level and is slow on large

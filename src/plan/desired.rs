@@ -261,7 +261,11 @@ pub fn desired(t: &Topology, g: &Graph, profile: &Profile, files_dir: &std::path
             .get("healthcheck")
             .filter(|h| h.is_object())
             .map(|h| HealthSpec {
-                test: strings(&h["test"]),
+                // Compose reads `$$` as `$`; the engine takes the test as is.
+                test: strings(&h["test"])
+                    .iter()
+                    .map(|t| t.replace("$$", "$"))
+                    .collect(),
                 interval_ms: millis(h["interval"].as_str().unwrap_or("30s")),
                 timeout_ms: millis(h["timeout"].as_str().unwrap_or("30s")),
                 retries: h["retries"].as_u64().unwrap_or(3) as u32,

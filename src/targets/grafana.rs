@@ -159,7 +159,8 @@ impl Layout {
     }
 
     fn row(&mut self, title: &str) {
-        if !self.panels.is_empty() {
+        // Something was placed (panels may have been streamed out since).
+        if self.next_id > 1 {
             self.y = self.bottom();
         }
         self.in_row = 0;
@@ -453,10 +454,126 @@ fn host_row(l: &mut Layout, mon: &Monitoring) {
     }
 }
 
-fn dashboard(cx: &mut Ctx, mon: &Monitoring) -> Value {
+/// Writes the dashboard's JSON into a sink in parts, the panels as they
+/// are laid out: the text `serde_json::to_string_pretty` gives for the
+/// whole dashboard, without holding it.
+struct Stream<'s> {
+    sink: &'s mut dyn super::Sink,
+    path: &'s str,
+    buf: Vec<u8>,
+    panels: usize,
+}
+
+/// serde_json's pretty printer (two spaces), starting at a given depth.
+struct Pretty {
+    depth: usize,
+    has_value: bool,
+}
+
+impl Pretty {
+    fn indent<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        for _ in 0..self.depth {
+            w.write_all(b"  ")?;
+        }
+        Ok(())
+    }
+}
+
+impl serde_json::ser::Formatter for Pretty {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"[")
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            w.write_all(b"\n")?;
+            self.indent(w)?;
+        }
+        w.write_all(b"]")
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        w.write_all(if first { b"\n" } else { b",\n" })?;
+        self.indent(w)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"{")
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            w.write_all(b"\n")?;
+            self.indent(w)?;
+        }
+        w.write_all(b"}")
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        w.write_all(if first { b"\n" } else { b",\n" })?;
+        self.indent(w)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+}
+
+/// Bytes of dashboard held before they go to the sink.
+const CHUNK: usize = 1 << 20;
+
+impl Stream<'_> {
+    /// Write out the panels laid out so far (elements of `panels`, at
+    /// depth 2 of the dashboard).
+    fn panels(&mut self, l: &mut Layout) {
+        for p in l.panels.drain(..) {
+            self.buf.extend_from_slice(if self.panels == 0 {
+                b"\n    "
+            } else {
+                b",\n    "
+            });
+            self.panels += 1;
+            let mut ser = serde_json::Serializer::with_formatter(
+                &mut self.buf,
+                Pretty {
+                    depth: 2,
+                    has_value: false,
+                },
+            );
+            serde::Serialize::serialize(&p, &mut ser).expect("JSON values serialize");
+        }
+        if self.buf.len() >= CHUNK {
+            self.send(false);
+        }
+    }
+
+    fn send(&mut self, done: bool) {
+        let text = std::str::from_utf8(&self.buf).expect("JSON is UTF-8");
+        self.sink.write(self.path, text, done);
+        self.buf.clear();
+    }
+}
+
+/// The dashboard, into `sink` as file `path`.
+fn dashboard(cx: &mut Ctx, mon: &Monitoring, path: &str, sink: &mut dyn super::Sink) {
     let t = cx.topology;
     let stack = cx.stack().to_string();
-    let mut l = Layout::new();
     for s in &t.services {
         if s.metrics.is_none() && s.exporters.is_empty() {
             cx.unmapped(
@@ -468,19 +585,13 @@ fn dashboard(cx: &mut Ctx, mon: &Monitoring) -> Value {
                     s.name.value
                 ),
             );
-            continue;
         }
-        service_row(&mut l, s);
     }
-    for b in &t.balancers {
-        balancer_row(&mut l, b);
-    }
-    host_row(&mut l, mon);
     let mut tags = vec![json!("stackc"), json!(stack)];
     if let Some(e) = &t.selected_env {
         tags.push(json!(e));
     }
-    json!({
+    let head = json!({
         "id": null,
         "uid": dashboard_uid(&stack),
         "title": stack,
@@ -497,33 +608,68 @@ fn dashboard(cx: &mut Ctx, mon: &Monitoring) -> Value {
         "templating": { "list": [] },
         "annotations": { "list": [] },
         "links": [],
-        "panels": l.panels,
-    })
+        "panels": [],
+    });
+    // Everything up to the panels, which are streamed in after it.
+    let head = serde_json::to_string_pretty(&head).expect("JSON values serialize");
+    let head = head.strip_suffix("[]\n}").expect("the panels come last");
+    let mut out = Stream {
+        sink,
+        path,
+        buf: Vec::with_capacity(CHUNK + CHUNK / 4),
+        panels: 0,
+    };
+    out.buf.extend_from_slice(head.as_bytes());
+    out.buf.push(b'[');
+    let mut l = Layout::new();
+    for s in &t.services {
+        if s.metrics.is_some() || !s.exporters.is_empty() {
+            service_row(&mut l, s);
+            out.panels(&mut l);
+        }
+    }
+    for b in &t.balancers {
+        balancer_row(&mut l, b);
+        out.panels(&mut l);
+    }
+    host_row(&mut l, mon);
+    out.panels(&mut l);
+    let tail: &[u8] = if out.panels == 0 {
+        b"]\n}\n"
+    } else {
+        b"\n  ]\n}\n"
+    };
+    out.buf.extend_from_slice(tail);
+    out.send(true);
 }
 
-pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
+/// As [`emit`], into `sink`: the dashboard in parts as it is laid out.
+pub fn emit_to(cx: &mut Ctx, sink: &mut dyn super::Sink) {
     let t = cx.topology;
     let Some(mon) = &t.monitoring else {
-        return Vec::new();
+        return;
     };
     let Some(g) = &mon.grafana else {
-        return Vec::new();
+        return;
     };
-    let mut out = vec![Artifact::new(
+    sink.put(Artifact::new(
         DATASOURCE,
         header_yaml().to_string() + &crate::yaml::to_string(&datasource(mon)),
-    )];
+    ));
     if g.dashboards {
         let stack = cx.stack().to_string();
-        out.push(Artifact::new(
+        sink.put(Artifact::new(
             PROVIDER,
             header_yaml().to_string() + &crate::yaml::to_string(&provider(&stack)),
         ));
-        let d = dashboard(cx, mon);
-        let text = serde_json::to_string_pretty(&d).expect("JSON values serialize") + "\n";
-        out.push(Artifact::new(dashboard_path(&stack), text));
+        dashboard(cx, mon, &dashboard_path(&stack), sink);
     }
-    out
+}
+
+pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
+    let mut c = super::Collect::default();
+    emit_to(cx, &mut c);
+    c.artifacts
 }
 
 #[cfg(test)]

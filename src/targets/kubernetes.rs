@@ -318,6 +318,12 @@ fn port_name_ok(n: &str) -> bool {
         && !n.contains("--")
 }
 
+/// A command word or exec probe as written: Kubernetes expands `$(VAR)`
+/// in them and reads `$$` as `$`, so every `$` is doubled.
+fn literal(s: &str) -> String {
+    s.replace('$', "$$")
+}
+
 /// Text safe inside a `#` comment line.
 fn comment(s: &str) -> String {
     s.chars()
@@ -330,8 +336,24 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", comment(s).replace('\'', r"'\''"))
 }
 
-fn doc<T: serde::Serialize>(x: &T) -> Value {
-    serde_json::to_value(x).expect("Kubernetes objects serialize")
+/// One object, printed as a YAML document (straight from its typed form:
+/// no JSON value in between).
+struct Doc(String);
+
+fn doc<T: serde::Serialize>(x: &T) -> Doc {
+    Doc(crate::yaml::to_string(x))
+}
+
+/// Documents separated by `---`.
+fn multi_doc(docs: &[Doc]) -> String {
+    let mut out = String::with_capacity(docs.iter().map(|d| d.0.len() + 4).sum());
+    for (i, d) in docs.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&d.0);
+    }
+    out
 }
 
 fn quantity(s: &str) -> Quantity {
@@ -438,7 +460,7 @@ fn probe_handler(p: &HealthProbe) -> core::Probe {
     match p {
         HealthProbe::Cmd(c) => core::Probe {
             exec: Some(core::ExecAction {
-                command: Some(vec!["/bin/sh".into(), "-c".into(), c.value.clone()]),
+                command: Some(vec!["/bin/sh".into(), "-c".into(), literal(&c.value)]),
             }),
             ..Default::default()
         },
@@ -582,10 +604,21 @@ struct Emitter<'c, 'a> {
     isolation: Isolation,
     claims: BTreeMap<String, Claim>,
     secrets: Vec<SecretNote>,
-    policies: Vec<Value>,
+    /// Where each Secret's note is in `secrets`, by name.
+    secret_index: std::collections::HashMap<String, usize>,
+    policies: Vec<Doc>,
 }
 
 pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
+    let mut c = super::Collect::default();
+    emit_to(cx, &mut c);
+    let mut out = c.artifacts;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// As [`emit`], each file into `sink` as soon as it is complete.
+pub fn emit_to(cx: &mut Ctx, sink: &mut dyn super::Sink) {
     let t = cx.topology;
     let stack = cx.stack().to_string();
     let (ns, isolation) = match &t.kubernetes {
@@ -600,9 +633,10 @@ pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
         isolation,
         claims: BTreeMap::new(),
         secrets: Vec::new(),
+        secret_index: std::collections::HashMap::new(),
         policies: Vec::new(),
     };
-    e.run()
+    e.run(sink)
 }
 
 impl<'a> Emitter<'_, 'a> {
@@ -618,10 +652,10 @@ impl<'a> Emitter<'_, 'a> {
         )
     }
 
-    fn file(&self, path: &str, what: &str, docs: &[Value]) -> Artifact {
+    fn file(&self, path: &str, what: &str, docs: &[Doc]) -> Artifact {
         Artifact::new(
             format!("{DIR}/{path}"),
-            self.header(what) + &crate::yaml::to_multi_doc(docs),
+            self.header(what) + &multi_doc(docs),
         )
     }
 
@@ -661,23 +695,22 @@ impl<'a> Emitter<'_, 'a> {
         format!("{service}.{}.svc.cluster.local", self.ns)
     }
 
-    fn run(&mut self) -> Vec<Artifact> {
+    fn run(&mut self, out: &mut dyn super::Sink) {
         let t = self.t;
-        let mut out = Vec::new();
         if let Some(a) = self.rbac() {
-            out.push(a);
+            out.put(a);
         }
         for s in &t.services {
-            out.push(self.service(s));
+            out.put(self.service(s));
         }
         for b in &t.balancers {
-            out.push(self.balancer(b));
+            out.put(self.balancer(b));
         }
         if let Some(m) = &t.monitoring {
-            out.push(self.monitoring(m));
+            out.put(self.monitoring(m));
         }
         for j in &t.jobs {
-            out.push(self.job(j));
+            out.put(self.job(j));
         }
         if let Some(p) = &t.phases {
             self.unmapped(
@@ -687,20 +720,18 @@ impl<'a> Emitter<'_, 'a> {
             );
         }
         if let Some(a) = self.volumes() {
-            out.push(a);
+            out.put(a);
         }
         if self.isolation == Isolation::Graph {
             let mut docs = vec![self.default_deny()];
             docs.append(&mut self.policies);
-            out.push(self.file(
+            out.put(self.file(
                 "20-network-policies.yaml",
                 "network policies (default deny, the dependency graph's edges allowed)",
                 &docs,
             ));
         }
-        out.push(self.namespace());
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        out
+        out.put(self.namespace());
     }
 
     fn namespace(&self) -> Artifact {
@@ -743,7 +774,7 @@ impl<'a> Emitter<'_, 'a> {
         }
         Artifact::new(
             format!("{DIR}/00-namespace.yaml"),
-            head + &crate::yaml::to_multi_doc(&[doc(&ns)]),
+            head + &multi_doc(&[doc(&ns)]),
         )
     }
 
@@ -837,7 +868,7 @@ impl<'a> Emitter<'_, 'a> {
         }
     }
 
-    fn default_deny(&self) -> Value {
+    fn default_deny(&self) -> Doc {
         doc(&net::NetworkPolicy {
             metadata: self.meta(
                 "stackc-default-deny",
@@ -1030,12 +1061,14 @@ impl<'a> Emitter<'_, 'a> {
 
     /// Record a Secret the manifests need (once per name).
     fn note(&mut self, name: String, kind: &'static str, used_by: &str, create: Vec<String>) {
-        if let Some(n) = self.secrets.iter_mut().find(|n| n.name == name) {
+        if let Some(&i) = self.secret_index.get(&name) {
+            let n = &mut self.secrets[i];
             if !n.used_by.split(", ").any(|u| u == used_by) {
                 n.used_by = format!("{}, {used_by}", n.used_by);
             }
             return;
         }
+        self.secret_index.insert(name.clone(), self.secrets.len());
         self.secrets.push(SecretNote {
             name,
             kind,
@@ -1296,8 +1329,8 @@ impl<'a> Emitter<'_, 'a> {
             }
             None => (None, None, None),
         };
-        let mut words: Vec<String> = s.command.iter().map(|w| w.value.clone()).collect();
-        words.extend(s.args.iter().map(|w| w.value.clone()));
+        let mut words: Vec<String> = s.command.iter().map(|w| literal(&w.value)).collect();
+        words.extend(s.args.iter().map(|w| literal(&w.value)));
         let low_port = s.ports.iter().any(|p| p.container.value < 1024);
         let main = core::Container {
             name: name.clone(),
@@ -1655,7 +1688,7 @@ impl<'a> Emitter<'_, 'a> {
                 _ => workloads.iter().collect(),
             };
             for w in targets {
-                docs.push(doc(&self.hpa(&w.name, kind, a, &labels)));
+                docs.push(self.hpa(&w.name, kind, a, &labels));
             }
         }
         if let Some(v) = &s.vertical_autoscale {
@@ -1762,7 +1795,7 @@ impl<'a> Emitter<'_, 'a> {
         }
     }
 
-    fn hpa(&self, target: &str, kind: &str, a: &Autoscale, labels: &Labels) -> Value {
+    fn hpa(&self, target: &str, kind: &str, a: &Autoscale, labels: &Labels) -> Doc {
         let metric = |resource: &str, pct: u32| hpa::MetricSpec {
             type_: "Resource".into(),
             resource: Some(hpa::ResourceMetricSource {
@@ -1807,7 +1840,7 @@ impl<'a> Emitter<'_, 'a> {
         v: &VerticalAutoscale,
         sidecars: bool,
         labels: &Labels,
-    ) -> Value {
+    ) -> Doc {
         let set = |r: &ResourceSet| {
             let mut m = serde_json::Map::new();
             if let Some(c) = &r.cpu {
@@ -1839,16 +1872,16 @@ impl<'a> Emitter<'_, 'a> {
             VpaMode::Recreate => "Recreate",
             VpaMode::Auto => "Auto",
         };
-        json!({
+        doc(&json!({
             "apiVersion": "autoscaling.k8s.io/v1",
             "kind": "VerticalPodAutoscaler",
-            "metadata": doc(&self.meta(target, labels.clone(), Labels::new())),
+            "metadata": self.meta(target, labels.clone(), Labels::new()),
             "spec": {
                 "targetRef": { "apiVersion": "apps/v1", "kind": kind, "name": target },
                 "updatePolicy": { "updateMode": mode },
                 "resourcePolicy": { "containerPolicies": policies },
             },
-        })
+        }))
     }
 
     fn balancer(&mut self, b: &'a Balancer) -> Artifact {
@@ -2248,10 +2281,15 @@ impl<'a> Emitter<'_, 'a> {
                 .and_then(|l| b.rate_limits.iter().find(|z| z.name.value == l.value))
                 .filter(|z| zones.contains(&ngx_ident(&z.name.value)))
             {
+                // nginx refuses `burst=0`: no burst is written as none.
+                let burst = if z.burst > 0 {
+                    format!(" burst={} nodelay", z.burst)
+                } else {
+                    String::new()
+                };
                 locations.push_str(&format!(
-                    "            limit_req zone={} burst={} nodelay;\n",
-                    ngx_ident(&z.name.value),
-                    z.burst
+                    "            limit_req zone={}{burst};\n",
+                    ngx_ident(&z.name.value)
                 ));
             }
             locations.push_str(&format!(
@@ -2343,8 +2381,8 @@ impl<'a> Emitter<'_, 'a> {
         }
 
         // The rules of the prometheus target, unchanged.
-        let mut scratch = Ctx::new(self.t, self.cx.graph);
-        let rule_arts = prometheus::emit(&mut scratch);
+        // (computed once per build, shared with that target).
+        let rule_arts = prometheus::rule_files(self.cx);
         let mut data = BTreeMap::new();
         let mut rule_files = Vec::new();
         for (path, key) in [
@@ -2570,7 +2608,7 @@ impl<'a> Emitter<'_, 'a> {
             &mut volumes,
             &mut mounts,
         );
-        let words: Vec<String> = j.command.iter().map(|w| w.value.clone()).collect();
+        let words: Vec<String> = j.command.iter().map(|w| literal(&w.value)).collect();
         let account = j.service_account.as_ref().map(|a| a.value.clone());
         let container = core::Container {
             name: name.clone(),

@@ -70,6 +70,16 @@ pub struct Ctx<'a> {
     pub graph: &'a Graph,
     pub plan: Plan,
     pub warnings: Diagnostics,
+    /// What several targets compute alike, computed once per build and
+    /// shared by the contexts of [`build_to`]'s threads.
+    pub shared: std::sync::Arc<Shared>,
+}
+
+/// Results shared between targets (and threads) of one build.
+#[derive(Default)]
+pub struct Shared {
+    /// The Prometheus rule files, also carried by the Kubernetes target.
+    pub prometheus_rules: std::sync::OnceLock<Vec<Artifact>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -79,6 +89,7 @@ impl<'a> Ctx<'a> {
             graph,
             plan: Plan::new(topology),
             warnings: Diagnostics::new(),
+            shared: Default::default(),
         }
     }
 
@@ -98,6 +109,115 @@ impl<'a> Ctx<'a> {
     pub fn stack(&self) -> &str {
         &self.topology.stack.name.value
     }
+}
+
+/// Where emitters put their files: whole, or in consecutive parts (large
+/// files are streamed out as they are produced instead of being held).
+pub trait Sink {
+    /// Append `text` to file `path`; `done` with the last part. Parts of
+    /// one file come one after another, with no other file between them.
+    fn write(&mut self, path: &str, text: &str, done: bool);
+
+    /// A whole file.
+    fn put(&mut self, a: Artifact) {
+        self.write(&a.path, &a.content, true);
+    }
+}
+
+/// A sink that keeps the files in memory.
+#[derive(Default)]
+pub struct Collect {
+    pub artifacts: Vec<Artifact>,
+    open: bool,
+}
+
+impl Sink for Collect {
+    fn write(&mut self, path: &str, text: &str, done: bool) {
+        match self.artifacts.last_mut() {
+            Some(a) if self.open && a.path == path => a.content.push_str(text),
+            _ => self.artifacts.push(Artifact::new(path, text)),
+        }
+        self.open = !done;
+    }
+
+    fn put(&mut self, a: Artifact) {
+        self.artifacts.push(a);
+        self.open = false;
+    }
+}
+
+/// Build one target into `sink`, with `cx`'s plan; the warnings go to `cx`.
+pub fn emit_to(cx: &mut Ctx, target: Target, sink: &mut dyn Sink) {
+    match target {
+        Target::Compose => compose::emit_to(cx, sink),
+        Target::Nginx => nginx::emit(cx).into_iter().for_each(|a| sink.put(a)),
+        Target::Prometheus => prometheus::emit_to(cx, sink),
+        Target::Grafana => grafana::emit_to(cx, sink),
+        Target::Kubernetes => kubernetes::emit_to(cx, sink),
+    }
+}
+
+/// As [`build`], streaming the files into sinks instead of returning
+/// them: the Kubernetes target (many files) on one thread with the first
+/// sink, the others on the calling thread with the second. The warnings
+/// are in the order of `targets`, whatever the scheduling.
+pub fn build_to<A: Sink + Send, B: Sink>(
+    topology: &Topology,
+    graph: &Graph,
+    targets: &[Target],
+    side: &mut A,
+    main: &mut B,
+) -> Diagnostics {
+    let mut warnings: Vec<Option<Diagnostics>> = targets.iter().map(|_| None).collect();
+    let split = |t: &Target| *t == Target::Kubernetes;
+    let plan = Plan::new(topology);
+    let shared = std::sync::Arc::new(Shared::default());
+    let (side_warnings, main_warnings) = std::thread::scope(|scope| {
+        let plan_side = plan.clone();
+        let shared_side = shared.clone();
+        let side_run = targets.iter().any(split).then(|| {
+            scope.spawn(|| {
+                let mut cx = Ctx {
+                    topology,
+                    graph,
+                    plan: plan_side,
+                    warnings: Diagnostics::new(),
+                    shared: shared_side,
+                };
+                let mut out = Vec::new();
+                for (i, t) in targets.iter().enumerate().filter(|(_, t)| split(t)) {
+                    emit_to(&mut cx, *t, side);
+                    out.push((i, std::mem::take(&mut cx.warnings)));
+                }
+                out
+            })
+        });
+        let mut cx = Ctx {
+            topology,
+            graph,
+            plan,
+            warnings: Diagnostics::new(),
+            shared,
+        };
+        let mut out = Vec::new();
+        for (i, t) in targets.iter().enumerate().filter(|(_, t)| !split(t)) {
+            emit_to(&mut cx, *t, main);
+            out.push((i, std::mem::take(&mut cx.warnings)));
+        }
+        let side_out = side_run.map_or_else(Vec::new, |h| {
+            h.join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        (side_out, out)
+    });
+    for (i, w) in side_warnings.into_iter().chain(main_warnings) {
+        warnings[i] = Some(w);
+    }
+    let mut all = Diagnostics::new();
+    for w in warnings.into_iter().flatten() {
+        all.extend(w);
+    }
+    all
 }
 
 /// Build every requested target. Artifacts are sorted by path.

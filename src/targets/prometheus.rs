@@ -15,10 +15,12 @@
 //! `http_request_duration_seconds_bucket` from services, and
 //! kube-state-metrics for the autoscaler (silent where absent).
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{Artifact, Ctx, Instance, Role, Target, nginx};
+use super::{Artifact, Ctx, Instance, Role, Sink, Target, nginx};
 use crate::model::*;
+use crate::yaml::{write_entry, write_item};
 
 pub const CONFIG: &str = "prometheus/prometheus.yml";
 pub const DERIVED_RULES: &str = "prometheus/rules/derived.rules.yml";
@@ -65,76 +67,171 @@ fn secs(d: &Duration) -> String {
     }
 }
 
-fn scrape_config(cx: &Ctx) -> Value {
+/// A map of string pairs, in order (a label set).
+struct Pairs<'a>(Vec<(&'a str, &'a str)>);
+
+impl Pairs<'_> {
+    /// Set `k` to `v`: in place if present (as a map insert), else last.
+    fn set<'a>(v: &mut Vec<(&'a str, &'a str)>, k: &'a str, val: &'a str) {
+        match v.iter_mut().find(|(x, _)| *x == k) {
+            Some(e) => e.1 = val,
+            None => v.push((k, val)),
+        }
+    }
+}
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// A static scrape target group.
+#[derive(Serialize)]
+struct Group<'a> {
+    targets: [String; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<Pairs<'a>>,
+}
+
+#[derive(Serialize)]
+struct Job<'a> {
+    job_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_path: Option<&'a str>,
+    static_configs: Vec<Group<'a>>,
+}
+
+/// Files are written in parts of about this size.
+const CHUNK: usize = 1 << 16;
+
+/// Hand `out` to `sink` as a part of `path` once it is large.
+fn flush(sink: &mut dyn Sink, path: &str, out: &mut String) {
+    if out.len() >= CHUNK {
+        sink.write(path, out, false);
+        out.clear();
+    }
+}
+
+/// `prometheus.yml`, into `sink`.
+fn scrape_config(cx: &Ctx, sink: &mut dyn Sink) {
     let t = cx.topology;
     let mon = t.monitoring.as_ref().expect("called with monitoring");
-    let mut jobs = vec![json!({
-        "job_name": "prometheus",
-        "static_configs": [{ "targets": [format!("localhost:{}", mon.prometheus.port)] }],
-    })];
-    for (i, s) in t.services.iter().enumerate() {
-        if let Some(m) = &s.metrics {
-            let groups: Vec<Value> = cx.plan.services[i]
-                .iter()
-                .map(|inst| {
-                    json!({
-                        "targets": [format!("{}:{}", inst.name, m.port.value)],
-                        "labels": { "service": s.name.value, "role": inst.role.as_str() },
-                    })
-                })
-                .collect();
-            jobs.push(json!({
-                "job_name": metrics_job(&s.name.value),
-                "metrics_path": m.path.value,
-                "static_configs": groups,
-            }));
-        }
-        if !s.exporters.is_empty() {
-            let groups: Vec<Value> = s
-                .exporters
-                .iter()
-                .map(|x| {
-                    json!({
-                        "targets": [format!("{}-{}-exporter:{}", s.name.value, x.kind.value, x.port)],
-                        "labels": { "service": s.name.value, "exporter": x.kind.value },
-                    })
-                })
-                .collect();
-            jobs.push(json!({ "job_name": exporter_job(&s.name.value), "static_configs": groups }));
-        }
-    }
-    for b in &t.balancers {
-        jobs.push(json!({
-            "job_name": balancer_job(&b.name.value),
-            "static_configs": [{
-                "targets": [format!("{}-nginx-exporter:9113", b.name.value)],
-                "labels": { "balancer": b.name.value },
-            }],
-        }));
-    }
-    for x in &mon.exporters {
-        let port = crate::parse::decode::default_exporter_port(&x.value);
-        jobs.push(json!({
-            "job_name": x.value,
-            "static_configs": [{ "targets": [format!("{}-exporter:{port}", x.value)] }],
-        }));
-    }
-    let mut rule_files = vec![json!("rules/derived.rules.yml")];
-    if !mon.alerts.is_empty() {
-        rule_files.push(json!("rules/user.rules.yml"));
-    }
-    json!({
-        "global": {
+    let mut out = header(cx);
+    write_entry(
+        &mut out,
+        0,
+        "global",
+        &json!({
             "scrape_interval": secs(&mon.prometheus.scrape_interval),
             "evaluation_interval": secs(&mon.prometheus.scrape_interval),
             "external_labels": { "stack": cx.stack() },
+        }),
+    );
+    let mut rule_files = vec!["rules/derived.rules.yml"];
+    if !mon.alerts.is_empty() {
+        rule_files.push("rules/user.rules.yml");
+    }
+    write_entry(&mut out, 0, "rule_files", &rule_files);
+    out.push_str("scrape_configs:\n");
+    let mut job = |out: &mut String, j: Job| {
+        write_item(out, 0, &j);
+        flush(sink, CONFIG, out);
+    };
+    job(
+        &mut out,
+        Job {
+            job_name: "prometheus",
+            metrics_path: None,
+            static_configs: vec![Group {
+                targets: [format!("localhost:{}", mon.prometheus.port)],
+                labels: None,
+            }],
         },
-        "rule_files": rule_files,
-        "scrape_configs": jobs,
-    })
+    );
+    for (i, s) in t.services.iter().enumerate() {
+        if let Some(m) = &s.metrics {
+            let groups = cx.plan.services[i]
+                .iter()
+                .map(|inst| Group {
+                    targets: [format!("{}:{}", inst.name, m.port.value)],
+                    labels: Some(Pairs(vec![
+                        ("service", &s.name.value),
+                        ("role", inst.role.as_str()),
+                    ])),
+                })
+                .collect();
+            job(
+                &mut out,
+                Job {
+                    job_name: &metrics_job(&s.name.value),
+                    metrics_path: Some(&m.path.value),
+                    static_configs: groups,
+                },
+            );
+        }
+        if !s.exporters.is_empty() {
+            let groups = s
+                .exporters
+                .iter()
+                .map(|x| Group {
+                    targets: [format!(
+                        "{}-{}-exporter:{}",
+                        s.name.value, x.kind.value, x.port
+                    )],
+                    labels: Some(Pairs(vec![
+                        ("service", &s.name.value),
+                        ("exporter", &x.kind.value),
+                    ])),
+                })
+                .collect();
+            job(
+                &mut out,
+                Job {
+                    job_name: &exporter_job(&s.name.value),
+                    metrics_path: None,
+                    static_configs: groups,
+                },
+            );
+        }
+    }
+    for b in &t.balancers {
+        job(
+            &mut out,
+            Job {
+                job_name: &balancer_job(&b.name.value),
+                metrics_path: None,
+                static_configs: vec![Group {
+                    targets: [format!("{}-nginx-exporter:9113", b.name.value)],
+                    labels: Some(Pairs(vec![("balancer", &b.name.value)])),
+                }],
+            },
+        );
+    }
+    for x in &mon.exporters {
+        let port = crate::parse::decode::default_exporter_port(&x.value);
+        job(
+            &mut out,
+            Job {
+                job_name: &x.value,
+                metrics_path: None,
+                static_configs: vec![Group {
+                    targets: [format!("{}-exporter:{port}", x.value)],
+                    labels: None,
+                }],
+            },
+        );
+    }
+    sink.write(CONFIG, &out, true);
 }
 
 /// One input series of a test: selector and values in promtool notation.
+#[derive(Serialize)]
 struct Series {
     series: String,
     values: String,
@@ -512,82 +609,172 @@ fn balancer_alerts(cx: &Ctx, b: &Balancer, out: &mut Vec<Alert>) {
     }
 }
 
-/// Group alerts with the same name (one per balancer route) into one rule
-/// each: names stay unique within the file.
-fn dedupe(alerts: Vec<Alert>) -> Vec<Alert> {
-    let mut out: Vec<Alert> = Vec::with_capacity(alerts.len());
+/// Name alerts with the same name (one per balancer route) apart, so
+/// names stay unique within the file: `seen` holds the names so far.
+fn rename(seen: &mut std::collections::HashSet<String>, a: &mut Alert) {
+    if !seen.insert(a.name.clone()) {
+        let svc = a
+            .labels
+            .iter()
+            .find(|(k, _)| *k == "service")
+            .map(|(_, v)| camel(v))
+            .unwrap_or_default();
+        a.name = format!("{}{svc}", a.name);
+        seen.insert(a.name.clone());
+    }
+}
+
+/// Every derived alert, in order, uniquely named: computed a service at
+/// a time, never all held.
+fn each_alert(cx: &Ctx, f: &mut dyn FnMut(&Alert)) {
+    let t = cx.topology;
     let mut seen = std::collections::HashSet::new();
-    for mut a in alerts {
-        if !seen.insert(a.name.clone()) {
-            let svc = a
-                .labels
-                .iter()
-                .find(|(k, _)| *k == "service")
-                .map(|(_, v)| camel(v))
-                .unwrap_or_default();
-            a.name = format!("{}{svc}", a.name);
-            seen.insert(a.name.clone());
+    let mut alerts = Vec::new();
+    let mut drain = |alerts: &mut Vec<Alert>| {
+        for mut a in alerts.drain(..) {
+            rename(&mut seen, &mut a);
+            f(&a);
         }
-        out.push(a);
+    };
+    for (i, s) in t.services.iter().enumerate() {
+        service_alerts(cx, i, s, &mut alerts);
+        drain(&mut alerts);
     }
-    out
+    for b in &t.balancers {
+        balancer_alerts(cx, b, &mut alerts);
+        drain(&mut alerts);
+    }
 }
 
-fn rules_file(group: &str, alerts: &[Alert]) -> Value {
-    let rules: Vec<Value> = alerts
-        .iter()
-        .map(|a| {
-            let mut labels = Map::new();
-            labels.insert("severity".into(), json!(a.severity));
-            for (k, v) in &a.labels {
-                labels.insert((*k).into(), json!(v));
-            }
-            json!({
-                "alert": a.name,
-                "expr": a.expr,
-                "for": a.for_,
-                "labels": labels,
-                "annotations": { "summary": a.summary },
-            })
-        })
-        .collect();
-    json!({ "groups": [{ "name": group, "rules": rules }] })
+#[derive(Serialize)]
+struct Summary<'a> {
+    summary: &'a str,
 }
 
-fn tests_file(rule_file: &str, alerts: &[Alert]) -> Value {
-    let mut tests = Vec::new();
-    for a in alerts {
-        let mut labels = Map::new();
-        labels.insert("severity".into(), json!(a.severity));
-        for (k, v) in &a.labels {
-            labels.insert((*k).into(), json!(v));
+#[derive(Serialize)]
+struct Rule<'a> {
+    alert: &'a str,
+    expr: &'a str,
+    #[serde(rename = "for")]
+    for_: &'a str,
+    labels: Pairs<'a>,
+    annotations: Summary<'a>,
+}
+
+/// `severity`, the alert's labels and, for a firing alert, those of its
+/// result.
+fn labels_of(a: &Alert, firing: bool) -> Pairs<'_> {
+    let mut v = vec![("severity", a.severity)];
+    for (k, val) in &a.labels {
+        Pairs::set(&mut v, k, val);
+    }
+    if firing {
+        for (k, val) in &a.fire_labels {
+            Pairs::set(&mut v, k, val);
         }
-        for (k, v) in &a.fire_labels {
-            labels.insert(k.clone(), json!(v));
+    }
+    Pairs(v)
+}
+
+/// A rule file being written: one group, its rules appended.
+struct RulesFile {
+    out: String,
+    rules: usize,
+}
+
+impl RulesFile {
+    fn new(cx: &Ctx, group: &str) -> Self {
+        let mut out = header(cx);
+        out.push_str("groups:\n- name: ");
+        crate::yaml::write_scalar(&mut out, group);
+        out.push_str("\n  rules:");
+        RulesFile { out, rules: 0 }
+    }
+
+    fn push<T: Serialize>(&mut self, rule: &T) {
+        if self.rules == 0 {
+            self.out.push('\n');
         }
-        let input = |s: &[Series]| -> Vec<Value> {
-            s.iter()
-                .map(|x| json!({ "series": x.series, "values": x.values }))
-                .collect()
-        };
-        tests.push(json!({
-            "name": format!("{} fires", a.name),
-            "interval": "1m",
-            "input_series": input(&a.fire),
-            "alert_rule_test": [{
-                "eval_time": "20m",
-                "alertname": a.name,
-                "exp_alerts": [{ "exp_labels": labels, "exp_annotations": { "summary": a.summary } }],
+        self.rules += 1;
+        write_item(&mut self.out, 2, rule);
+    }
+
+    fn push_alert(&mut self, a: &Alert) {
+        self.push(&Rule {
+            alert: &a.name,
+            expr: &a.expr,
+            for_: a.for_,
+            labels: labels_of(a, false),
+            annotations: Summary {
+                summary: &a.summary,
+            },
+        });
+    }
+
+    fn finish(mut self) -> String {
+        if self.rules == 0 {
+            self.out.push_str(" []\n");
+        }
+        self.out
+    }
+}
+
+#[derive(Serialize)]
+struct Expected<'a> {
+    exp_labels: Pairs<'a>,
+    exp_annotations: Summary<'a>,
+}
+
+#[derive(Serialize)]
+struct RuleTest<'a> {
+    eval_time: &'static str,
+    alertname: &'a str,
+    exp_alerts: Vec<Expected<'a>>,
+}
+
+#[derive(Serialize)]
+struct Test<'a> {
+    name: String,
+    interval: &'static str,
+    input_series: &'a [Series],
+    alert_rule_test: [RuleTest<'a>; 1],
+}
+
+/// The two tests of an alert: it fires, it stays silent.
+fn write_tests(out: &mut String, a: &Alert) {
+    write_item(
+        out,
+        0,
+        &Test {
+            name: format!("{} fires", a.name),
+            interval: "1m",
+            input_series: &a.fire,
+            alert_rule_test: [RuleTest {
+                eval_time: "20m",
+                alertname: &a.name,
+                exp_alerts: vec![Expected {
+                    exp_labels: labels_of(a, true),
+                    exp_annotations: Summary {
+                        summary: &a.summary,
+                    },
+                }],
             }],
-        }));
-        tests.push(json!({
-            "name": format!("{} stays silent", a.name),
-            "interval": "1m",
-            "input_series": input(&a.quiet),
-            "alert_rule_test": [{ "eval_time": "20m", "alertname": a.name, "exp_alerts": [] }],
-        }));
-    }
-    json!({ "rule_files": [format!("../rules/{rule_file}")], "evaluation_interval": "1m", "tests": tests })
+        },
+    );
+    write_item(
+        out,
+        0,
+        &Test {
+            name: format!("{} stays silent", a.name),
+            interval: "1m",
+            input_series: &a.quiet,
+            alert_rule_test: [RuleTest {
+                eval_time: "20m",
+                alertname: &a.name,
+                exp_alerts: Vec::new(),
+            }],
+        },
+    );
 }
 
 fn header(cx: &Ctx) -> String {
@@ -597,18 +784,74 @@ fn header(cx: &Ctx) -> String {
     )
 }
 
+/// The user's rule file, if they wrote alerts.
+fn user_rules(cx: &Ctx, mon: &Monitoring) -> Option<Artifact> {
+    if mon.alerts.is_empty() {
+        return None;
+    }
+    let mut file = RulesFile::new(cx, &format!("{}-user", cx.stack()));
+    for a in &mon.alerts {
+        let mut labels = Map::new();
+        labels.insert(
+            "severity".into(),
+            json!(match a.severity {
+                Severity::Info => "info",
+                Severity::Warning => "warning",
+                Severity::Critical => "critical",
+            }),
+        );
+        for (k, v) in &a.labels {
+            labels.insert(k.value.clone(), json!(v));
+        }
+        let mut rule = Map::new();
+        rule.insert("alert".into(), json!(a.name.value));
+        rule.insert("expr".into(), json!(a.expr.value));
+        if let Some(f) = &a.for_ {
+            rule.insert("for".into(), json!(secs(f)));
+        }
+        rule.insert("labels".into(), Value::Object(labels));
+        if !a.annotations.is_empty() {
+            let ann: Map<String, Value> = a
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.value.clone(), json!(v)))
+                .collect();
+            rule.insert("annotations".into(), Value::Object(ann));
+        }
+        file.push(&Value::Object(rule));
+    }
+    Some(Artifact::new(USER_RULES, file.finish()))
+}
+
+/// The rule files (derived, then the user's if any), computed once per
+/// build: the Kubernetes target carries them too.
+pub fn rule_files<'c>(cx: &'c Ctx) -> &'c [Artifact] {
+    cx.shared.prometheus_rules.get_or_init(|| {
+        let Some(mon) = &cx.topology.monitoring else {
+            return Vec::new();
+        };
+        let mut derived = RulesFile::new(cx, &format!("{}-derived", cx.stack()));
+        each_alert(cx, &mut |a| derived.push_alert(a));
+        let mut files = vec![Artifact::new(DERIVED_RULES, derived.finish())];
+        files.extend(user_rules(cx, mon));
+        files
+    })
+}
+
 pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
+    let mut c = super::Collect::default();
+    emit_to(cx, &mut c);
+    c.artifacts
+}
+
+/// As [`emit`], into `sink`: the large files in parts.
+pub fn emit_to(cx: &mut Ctx, sink: &mut dyn Sink) {
     let t = cx.topology;
     let Some(mon) = &t.monitoring else {
-        return Vec::new();
+        return;
     };
-    let mut out = vec![Artifact::new(
-        CONFIG,
-        header(cx) + &crate::yaml::value_to_string(&scrape_config(cx)),
-    )];
-
-    let mut alerts = Vec::new();
-    for (i, s) in t.services.iter().enumerate() {
+    scrape_config(cx, sink);
+    for s in &t.services {
         if s.metrics.is_none() && (s.instances() > 1 || s.rollout.is_some()) {
             cx.unmapped(
                 Target::Prometheus,
@@ -617,68 +860,46 @@ pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
                 "the service has no `metrics` endpoint, so there is no `up` series to alert on; add metrics path=... port=...",
             );
         }
-        service_alerts(cx, i, s, &mut alerts);
     }
-    for b in &t.balancers {
-        balancer_alerts(cx, b, &mut alerts);
-    }
-    let alerts = dedupe(alerts);
-    out.push(Artifact::new(
-        DERIVED_RULES,
-        header(cx)
-            + &crate::yaml::value_to_string(&rules_file(
-                &format!("{}-derived", cx.stack()),
-                &alerts,
-            )),
-    ));
-    out.push(Artifact::new(
-        DERIVED_TESTS,
-        header(cx) + &crate::yaml::value_to_string(&tests_file("derived.rules.yml", &alerts)),
-    ));
 
-    if !mon.alerts.is_empty() {
-        let rules: Vec<Value> = mon
-            .alerts
-            .iter()
-            .map(|a| {
-                let mut labels = Map::new();
-                labels.insert(
-                    "severity".into(),
-                    json!(match a.severity {
-                        Severity::Info => "info",
-                        Severity::Warning => "warning",
-                        Severity::Critical => "critical",
-                    }),
-                );
-                for (k, v) in &a.labels {
-                    labels.insert(k.value.clone(), json!(v));
-                }
-                let mut rule = Map::new();
-                rule.insert("alert".into(), json!(a.name.value));
-                rule.insert("expr".into(), json!(a.expr.value));
-                if let Some(f) = &a.for_ {
-                    rule.insert("for".into(), json!(secs(f)));
-                }
-                rule.insert("labels".into(), Value::Object(labels));
-                if !a.annotations.is_empty() {
-                    let ann: Map<String, Value> = a
-                        .annotations
-                        .iter()
-                        .map(|(k, v)| (k.value.clone(), json!(v)))
-                        .collect();
-                    rule.insert("annotations".into(), Value::Object(ann));
-                }
-                Value::Object(rule)
-            })
-            .collect();
-        let doc = json!({ "groups": [{ "name": format!("{}-user", cx.stack()), "rules": rules }] });
-        out.push(Artifact::new(
-            USER_RULES,
-            header(cx) + &crate::yaml::value_to_string(&doc),
-        ));
+    // The tests, and the rules on the way unless already computed.
+    let mut derived = cx
+        .shared
+        .prometheus_rules
+        .get()
+        .is_none()
+        .then(|| RulesFile::new(cx, &format!("{}-derived", cx.stack())));
+    let mut out = header(cx);
+    write_entry(&mut out, 0, "rule_files", &["../rules/derived.rules.yml"]);
+    write_entry(&mut out, 0, "evaluation_interval", "1m");
+    out.push_str("tests:");
+    let mut tests = 0;
+    each_alert(cx, &mut |a| {
+        if let Some(d) = derived.as_mut() {
+            d.push_alert(a);
+        }
+        if tests == 0 {
+            out.push('\n');
+        }
+        tests += 1;
+        write_tests(&mut out, a);
+        flush(sink, DERIVED_TESTS, &mut out);
+    });
+    if tests == 0 {
+        out.push_str(" []\n");
+    }
+    sink.write(DERIVED_TESTS, &out, true);
+    drop(out);
+    if let Some(d) = derived {
+        let mut files = vec![Artifact::new(DERIVED_RULES, d.finish())];
+        files.extend(user_rules(cx, mon));
+        // Unless another thread got there first, with the same files.
+        let _ = cx.shared.prometheus_rules.set(files);
+    }
+    for a in rule_files(cx) {
+        sink.write(&a.path, &a.content, true);
     }
     let _ = nginx::STATUS_PATH;
-    out
 }
 
 #[cfg(test)]

@@ -38,13 +38,13 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
             env_name(&e.name, out);
             text(&e.value, "environment value", out);
         }
-        for sec in &s.secrets {
-            env_name(&sec.name, out);
+        secrets(&s.secrets, out);
+        for p in &s.ports {
+            if let Some(n) = &p.name {
+                port_name(&Spanned::new(n.clone(), p.span), out);
+            }
         }
-        for v in &s.volumes {
-            dns(&v.name, "volume", out);
-            path(&v.path, "volume path", out);
-        }
+        volumes(&s.volumes, out);
         if let Some(h) = &s.health {
             match &h.probe {
                 HealthProbe::Cmd(c) => text(c, "health command", out),
@@ -103,7 +103,9 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
             text(&a.expr, "alert expression", out);
             for (k, v) in a.labels.iter().chain(&a.annotations) {
                 prom_ident(k, "label name", out);
-                text(&Spanned::new(v.clone(), k.span), "label value", out);
+                let v = Spanned::new(v.clone(), k.span);
+                text(&v, "label value", out);
+                alert_template(&v, out);
             }
         }
     }
@@ -135,15 +137,129 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
         for c in &j.command {
             text(c, "command word", out);
         }
-        for v in &j.volumes {
-            dns(&v.name, "volume", out);
-            path(&v.path, "volume path", out);
-        }
+        secrets(&j.secrets, out);
+        volumes(&j.volumes, out);
     }
     if let Some(p) = &t.phases {
         for ph in &p.phases {
             dns(&ph.name, "phase", out);
         }
+    }
+}
+
+/// Secret names, and the variables and files they are read from: the
+/// variable ends up in compose's `${VAR:?...}`, so it must be a plain
+/// name that cannot end the reference or nest another one.
+fn secrets(secrets: &[Secret], out: &mut Diagnostics) {
+    for sec in secrets {
+        env_name(&sec.name, out);
+        match &sec.source {
+            SecretSource::Env(var) => env_name(&Spanned::new(var.clone(), sec.span), out),
+            SecretSource::File(f) => text(&Spanned::new(f.clone(), sec.span), "secret file", out),
+        }
+    }
+}
+
+/// Volume names and mount paths. A `:` would split compose's and
+/// Docker's `volume:path[:mode]` form in the wrong place.
+fn volumes(volumes: &[Volume], out: &mut Diagnostics) {
+    for v in volumes {
+        dns(&v.name, "volume", out);
+        path(&v.path, "volume path", out);
+        if v.path.value.starts_with('/') && v.path.value.contains(':') {
+            unsafe_value(
+                &v.path,
+                "volume path",
+                "a mount path cannot contain `:`, which separates volume, path and mode",
+                out,
+            );
+        }
+    }
+}
+
+/// Port names become Kubernetes port names: IANA service names.
+fn port_name(n: &Spanned<String>, out: &mut Diagnostics) {
+    let v = &n.value;
+    let ok = !v.is_empty()
+        && v.len() <= 15
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && v.bytes().any(|b| b.is_ascii_lowercase())
+        && !v.starts_with('-')
+        && !v.ends_with('-')
+        && !v.contains("--");
+    if !ok {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidName,
+                format!("port name `{}` is not a valid port name", escape(v)),
+            )
+            .at(n.span, "not a port name")
+            .help("at most 15 lowercase letters, digits and single -, with at least one letter, e.g. http or grpc-api"),
+        );
+    }
+}
+
+/// Prometheus expands alert labels and annotations as Go templates. The
+/// forms stackc accepts are the ones that always expand:
+/// `{{ $labels.NAME }}`, `{{ $externalLabels.NAME }}`, `{{ $value }}`
+/// (also written `.Labels.NAME`, `.Value`), each optionally piped through
+/// one formatting function. Any other `{{` could fail when Prometheus
+/// loads the rules.
+fn alert_template(v: &Spanned<String>, out: &mut Diagnostics) {
+    const FUNCS: &[&str] = &[
+        "humanize",
+        "humanize1024",
+        "humanizeDuration",
+        "humanizePercentage",
+        "humanizeTimestamp",
+        "title",
+        "toUpper",
+        "toLower",
+        "stripPort",
+        "stripDomain",
+    ];
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !s.as_bytes()[0].is_ascii_digit()
+    };
+    let operand = |s: &str| {
+        matches!(s, "$value" | ".Value")
+            || [
+                "$labels.",
+                "$externalLabels.",
+                ".Labels.",
+                ".ExternalLabels.",
+            ]
+            .iter()
+            .any(|p| s.strip_prefix(p).is_some_and(ident))
+    };
+    let action = |a: &str| {
+        let a = a.strip_prefix("- ").unwrap_or(a);
+        let a = a.strip_suffix(" -").unwrap_or(a);
+        let mut parts = a.split('|').map(|p| p.trim_matches(' '));
+        parts.next().is_some_and(operand) && parts.all(|f| FUNCS.contains(&f))
+    };
+    let mut rest = v.value.as_str();
+    let mut ok = true;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        match after.find("}}") {
+            Some(j) if action(&after[..j]) => rest = &after[j + 2..],
+            _ => {
+                ok = false;
+                break;
+            }
+        }
+    }
+    if !ok {
+        unsafe_value(
+            v,
+            "alert text",
+            "Prometheus reads {{ ... }} as a template: use {{ $labels.NAME }}, {{ $value }} or {{ $value | humanize }}",
+            out,
+        );
     }
 }
 

@@ -3,9 +3,14 @@
 mod cli;
 mod docker;
 mod examples;
+mod faults;
+mod fuzz;
 mod grafana;
 mod hostile;
+mod hostile_text;
+mod injection;
 mod invalid;
+mod kube;
 mod kubernetes;
 mod support;
 mod targets;

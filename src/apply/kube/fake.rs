@@ -1,0 +1,701 @@
+//! An in-process stand-in for a Kubernetes API server, for tests and
+//! benchmarks: a `tower` service behind a real [`kube::Client`].
+//!
+//! It answers the requests stackc sends (discovery, GET, LIST with a label
+//! selector, PATCH with server-side apply including `fieldManager`,
+//! `force` and `dryRun`, DELETE), keeps per-manager field ownership like
+//! the API server (conflicts, shared ownership, release of fields a
+//! manager stops applying), plays the workload controllers (applied
+//! Deployments and StatefulSets become available at once, unless told
+//! otherwise), and records every request. It can be told to refuse an
+//! object as invalid (422), to hide an API group from discovery (404), and
+//! to change a field "by hand" as another manager.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+
+use super::fields::{self, Path, Seg};
+
+/// One request as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// The query string, `""` when there is none.
+    pub query: String,
+}
+
+impl Recorded {
+    /// `PATCH /apis/apps/v1/namespaces/x/deployments/y?fieldManager=stackc`.
+    pub fn line(&self) -> String {
+        if self.query.is_empty() {
+            format!("{} {}", self.method, self.path)
+        } else {
+            format!("{} {}?{}", self.method, self.path, self.query)
+        }
+    }
+
+    /// True for a request that changes state: a PATCH that is not a dry
+    /// run, a DELETE, a POST or a PUT.
+    pub fn is_write(&self) -> bool {
+        match self.method.as_str() {
+            "GET" => false,
+            "PATCH" => !self.query.split('&').any(|q| q == "dryRun=All"),
+            _ => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    value: Value,
+    /// manager -> (operation, owned paths)
+    managers: BTreeMap<String, (String, BTreeSet<Path>)>,
+}
+
+#[derive(Default)]
+struct State {
+    /// (plural, namespace or "", name) -> object
+    objects: BTreeMap<(String, String, String), Stored>,
+    requests: Vec<Recorded>,
+    hidden: BTreeSet<String>,
+    invalid: BTreeMap<(String, String), String>,
+    never_ready: BTreeSet<String>,
+    version: u64,
+}
+
+/// The fake API server. Clones share state.
+#[derive(Clone, Default)]
+pub struct FakeApi {
+    state: Arc<Mutex<State>>,
+}
+
+/// (apiVersion, kind, plural, namespaced) of every kind the fake serves.
+const KINDS: &[(&str, &str, &str, bool)] = &[
+    ("v1", "Namespace", "namespaces", false),
+    ("v1", "ServiceAccount", "serviceaccounts", true),
+    ("v1", "ConfigMap", "configmaps", true),
+    ("v1", "Secret", "secrets", true),
+    ("v1", "Service", "services", true),
+    (
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        true,
+    ),
+    ("rbac.authorization.k8s.io/v1", "Role", "roles", true),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+    ),
+    (
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+    ),
+    ("apps/v1", "Deployment", "deployments", true),
+    ("apps/v1", "StatefulSet", "statefulsets", true),
+    (
+        "policy/v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        true,
+    ),
+    (
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        true,
+    ),
+    ("batch/v1", "CronJob", "cronjobs", true),
+    (
+        "autoscaling.k8s.io/v1",
+        "VerticalPodAutoscaler",
+        "verticalpodautoscalers",
+        true,
+    ),
+];
+
+fn kind_of(plural: &str) -> Option<(&'static str, &'static str)> {
+    KINDS.iter().find(|k| k.2 == plural).map(|k| (k.0, k.1))
+}
+
+fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
+    (
+        code,
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": message, "reason": reason, "code": code
+        }),
+    )
+}
+
+fn owned_paths(body: &Value) -> BTreeSet<Path> {
+    let mut set = BTreeSet::new();
+    fields::leaves(body, &mut Vec::new(), &mut set);
+    // Identity is not owned.
+    set.retain(|p| {
+        !matches!(p.first(), Some(Seg::Field(f)) if f == "apiVersion" || f == "kind")
+            && !matches!(p.as_slice(), [Seg::Field(m), Seg::Field(n)] if m == "metadata" && (n == "name" || n == "namespace"))
+    });
+    set
+}
+
+impl FakeApi {
+    pub fn new() -> FakeApi {
+        FakeApi::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A client whose every request goes to this fake (call it inside a
+    /// tokio runtime: the client runs its request buffer as a task).
+    pub fn client(&self, default_namespace: &str) -> kube::Client {
+        let me = self.clone();
+        let svc = tower::service_fn(move |req: Request<Body>| {
+            let me = me.clone();
+            async move { Ok::<_, std::convert::Infallible>(me.handle(req).await) }
+        });
+        kube::Client::new(svc, default_namespace)
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.lock().requests.clone()
+    }
+
+    /// The requests that changed state.
+    pub fn writes(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(Recorded::is_write)
+            .collect()
+    }
+
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
+    }
+
+    /// Answer 404 for the discovery of `api_version` (e.g. a CRD group
+    /// that is not installed); its objects cannot be applied either.
+    pub fn hide_api(&self, api_version: &str) {
+        self.lock().hidden.insert(api_version.to_string());
+    }
+
+    /// Refuse applies of `plural/name` with 422 and `message`.
+    pub fn reject(&self, plural: &str, name: &str, message: &str) {
+        self.lock()
+            .invalid
+            .insert((plural.to_string(), name.to_string()), message.to_string());
+    }
+
+    /// The Deployment or StatefulSet `name` never becomes available.
+    pub fn never_ready(&self, name: &str) {
+        self.lock().never_ready.insert(name.to_string());
+    }
+
+    /// Put an object there as another client would (`manager`, an update):
+    /// e.g. a Secret, or an object without the stack's labels.
+    pub fn insert(&self, plural: &str, manager: &str, mut value: Value) {
+        let mut st = self.lock();
+        st.version += 1;
+        let v = st.version;
+        let ns = value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let meta = value["metadata"].as_object_mut().expect("metadata");
+        meta.insert("uid".into(), json!(format!("uid-{v}")));
+        meta.insert("resourceVersion".into(), json!(v.to_string()));
+        meta.insert("creationTimestamp".into(), json!("2026-01-01T00:00:00Z"));
+        meta.insert("generation".into(), json!(1));
+        let paths = owned_paths(&value);
+        let mut managers = BTreeMap::new();
+        managers.insert(manager.to_string(), ("Update".to_string(), paths));
+        st.objects
+            .insert((plural.to_string(), ns, name), Stored { value, managers });
+    }
+
+    /// Change one field "by hand": `manager` updates it (ownership moves to
+    /// it, as with `kubectl edit`). `path` is dotted, with `[name=x]` for
+    /// keyed list items.
+    pub fn edit(
+        &self,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        manager: &str,
+        path: &str,
+        value: Value,
+    ) {
+        let segs = parse_path(path);
+        let mut st = self.lock();
+        st.version += 1;
+        let v = st.version;
+        let key = (plural.to_string(), namespace.to_string(), name.to_string());
+        let o = st.objects.get_mut(&key).expect("edited object exists");
+        fields::set(&mut o.value, &segs, value);
+        o.value["metadata"]["resourceVersion"] = json!(v.to_string());
+        for (_, (_, set)) in o.managers.iter_mut() {
+            set.retain(|p| !(p.starts_with(&segs) || segs.starts_with(p)));
+        }
+        o.managers
+            .entry(manager.to_string())
+            .or_insert_with(|| ("Update".to_string(), BTreeSet::new()))
+            .1
+            .insert(segs);
+    }
+
+    /// An object as stored (with managedFields), if it exists.
+    pub fn get(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let st = self.lock();
+        st.objects
+            .get(&(plural.to_string(), namespace.to_string(), name.to_string()))
+            .map(render)
+    }
+
+    /// `(plural, namespace, name)` of every stored object.
+    pub fn names(&self) -> Vec<(String, String, String)> {
+        self.lock().objects.keys().cloned().collect()
+    }
+
+    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let bytes = body.collect_bytes().await.unwrap_or_default();
+        let path = parts.uri.path().to_string();
+        let query = parts.uri.query().unwrap_or("").to_string();
+        let method = parts.method.as_str().to_string();
+        let accept = parts
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        self.lock().requests.push(Recorded {
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+        });
+        let q: BTreeMap<String, String> = query
+            .split('&')
+            .filter(|s| !s.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k.to_string(), decode(v))
+            })
+            .collect();
+        let (code, value) = self.route(&method, &path, &q, &accept, &bytes);
+        Response::builder()
+            .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&value).unwrap_or_default()))
+            .expect("response")
+    }
+
+    fn route(
+        &self,
+        method: &str,
+        path: &str,
+        q: &BTreeMap<String, String>,
+        accept: &str,
+        body: &[u8],
+    ) -> (u16, Value) {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (api_version, rest): (String, &[&str]) = match segs.as_slice() {
+            ["api", v, rest @ ..] => (v.to_string(), rest),
+            ["apis", g, v, rest @ ..] => (format!("{g}/{v}"), rest),
+            _ => {
+                return status(
+                    404,
+                    "NotFound",
+                    &format!("the server could not find {path}"),
+                );
+            }
+        };
+        if rest.is_empty() {
+            return self.discovery(&api_version);
+        }
+        if self.lock().hidden.contains(&api_version) {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
+        let (ns, plural, name) = match rest {
+            [plural] => ("", *plural, None),
+            ["namespaces", name] => ("", "namespaces", Some(*name)),
+            ["namespaces", ns, plural] => (*ns, *plural, None),
+            ["namespaces", ns, plural, name] => (*ns, *plural, Some(*name)),
+            [plural, name] => ("", *plural, Some(*name)),
+            _ => return status(404, "NotFound", &format!("no route for {path}")),
+        };
+        let Some((kind_api, kind)) = kind_of(plural) else {
+            return status(
+                404,
+                "NotFound",
+                &format!("the server does not serve {plural}"),
+            );
+        };
+        if kind_api != api_version {
+            return status(
+                404,
+                "NotFound",
+                &format!("{plural} is not served by {api_version}"),
+            );
+        }
+        let metadata_only = accept.contains("as=PartialObjectMetadata");
+        match (method, name) {
+            ("GET", Some(n)) => {
+                let st = self.lock();
+                match st
+                    .objects
+                    .get(&(plural.to_string(), ns.to_string(), n.to_string()))
+                {
+                    Some(o) if metadata_only => (
+                        200,
+                        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": render(o)["metadata"]}),
+                    ),
+                    Some(o) => (200, render(o)),
+                    None => status(404, "NotFound", &format!("{plural} \"{n}\" not found")),
+                }
+            }
+            ("GET", None) => {
+                let selector: Vec<(String, String)> = q
+                    .get("labelSelector")
+                    .map(|s| {
+                        s.split(',')
+                            .filter_map(|kv| kv.split_once('='))
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let st = self.lock();
+                let items: Vec<Value> = st
+                    .objects
+                    .iter()
+                    .filter(|((p, n, _), _)| p == plural && (ns.is_empty() || n == ns))
+                    .filter(|(_, o)| {
+                        selector.iter().all(|(k, v)| {
+                            o.value.pointer("/metadata/labels").and_then(|l| l.get(k)).and_then(Value::as_str)
+                                == Some(v.as_str())
+                        })
+                    })
+                    .map(|(_, o)| {
+                        let r = render(o);
+                        if metadata_only {
+                            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": r["metadata"]})
+                        } else {
+                            r
+                        }
+                    })
+                    .collect();
+                (
+                    200,
+                    json!({"apiVersion": api_version, "kind": format!("{kind}List"), "metadata": {"resourceVersion": st.version.to_string()}, "items": items}),
+                )
+            }
+            ("PATCH", Some(n)) => self.apply(api_version.as_str(), kind, plural, ns, n, q, body),
+            ("DELETE", Some(n)) => {
+                let mut st = self.lock();
+                match st
+                    .objects
+                    .remove(&(plural.to_string(), ns.to_string(), n.to_string()))
+                {
+                    Some(_) => {
+                        if plural == "namespaces" {
+                            st.objects.retain(|(_, o_ns, _), _| o_ns != n);
+                        }
+                        (
+                            200,
+                            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 200}),
+                        )
+                    }
+                    None => status(404, "NotFound", &format!("{plural} \"{n}\" not found")),
+                }
+            }
+            _ => status(
+                405,
+                "MethodNotAllowed",
+                &format!("{method} is not supported by the fake"),
+            ),
+        }
+    }
+
+    fn discovery(&self, api_version: &str) -> (u16, Value) {
+        if self.lock().hidden.contains(api_version) {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
+        let resources: Vec<Value> = KINDS
+            .iter()
+            .filter(|k| k.0 == api_version)
+            .map(|k| json!({"name": k.2, "singularName": "", "namespaced": k.3, "kind": k.1, "verbs": ["get", "list", "patch", "delete"]}))
+            .collect();
+        if resources.is_empty() {
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
+        }
+        (
+            200,
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api_version, "resources": resources}),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        api_version: &str,
+        kind: &str,
+        plural: &str,
+        ns: &str,
+        name: &str,
+        q: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> (u16, Value) {
+        let Some(manager) = q.get("fieldManager").cloned() else {
+            return status(
+                400,
+                "BadRequest",
+                "PATCH with apply-patch requires fieldManager",
+            );
+        };
+        let force = q.get("force").is_some_and(|f| f == "true");
+        let dry = q.get("dryRun").is_some_and(|d| d == "All");
+        let Ok(applied) = serde_json::from_slice::<Value>(body) else {
+            return status(400, "BadRequest", "the body is not JSON");
+        };
+        let mut st = self.lock();
+        if let Some(msg) = st.invalid.get(&(plural.to_string(), name.to_string())) {
+            return status(
+                422,
+                "Invalid",
+                &format!(
+                    "{kind}.{} \"{name}\" is invalid: {msg}",
+                    api_version.split('/').next().unwrap_or("")
+                ),
+            );
+        }
+        if !ns.is_empty()
+            && !st
+                .objects
+                .contains_key(&("namespaces".to_string(), String::new(), ns.to_string()))
+        {
+            return status(404, "NotFound", &format!("namespaces \"{ns}\" not found"));
+        }
+        let key = (plural.to_string(), ns.to_string(), name.to_string());
+        let paths = owned_paths(&applied);
+        let mut stored = match st.objects.get(&key) {
+            Some(o) => o.clone(),
+            None => Stored {
+                value: json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}}),
+                managers: BTreeMap::new(),
+            },
+        };
+        let exists = st.objects.contains_key(&key);
+        // Conflicts: another manager owns a field with a different value.
+        let mut conflicts: Vec<(String, String)> = Vec::new();
+        for (m, (_, set)) in &stored.managers {
+            if *m == manager {
+                continue;
+            }
+            for p in paths.iter().filter(|p| set.contains(*p)) {
+                if fields::get(&stored.value, p) != fields::get(&applied, p) {
+                    conflicts.push((m.clone(), fields::show(p)));
+                }
+            }
+        }
+        if !conflicts.is_empty() && !force {
+            let list: Vec<String> = conflicts
+                .iter()
+                .map(|(m, p)| format!("conflict with \"{m}\" using {api_version}: .{p}"))
+                .collect();
+            let message = if list.len() == 1 {
+                format!("Apply failed with 1 conflict: {}", list[0])
+            } else {
+                format!(
+                    "Apply failed with {} conflicts: {}",
+                    list.len(),
+                    list.join("\n")
+                )
+            };
+            return status(409, "Conflict", &message);
+        }
+        let old_spec = stored.value.get("spec").cloned();
+        // Fields this manager applied before and no longer does, owned by
+        // no one else, are removed.
+        let previous = stored
+            .managers
+            .get(&manager)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default();
+        for p in previous.difference(&paths) {
+            let shared = stored
+                .managers
+                .iter()
+                .any(|(m, (_, s))| *m != manager && s.contains(p));
+            if !shared {
+                fields::remove(&mut stored.value, p);
+            }
+        }
+        for p in &paths {
+            if let Some(v) = fields::get(&applied, p) {
+                fields::set(&mut stored.value, p, v.clone());
+            }
+        }
+        for (m, (_, set)) in stored.managers.iter_mut() {
+            if *m != manager && force {
+                for p in &paths {
+                    set.remove(p);
+                }
+            }
+        }
+        stored.managers.retain(|_, (_, s)| !s.is_empty());
+        stored
+            .managers
+            .insert(manager.clone(), ("Apply".into(), paths));
+        let version = st.version + 1;
+        if !exists {
+            let meta = stored.value["metadata"].as_object_mut().expect("metadata");
+            meta.insert("uid".into(), json!(format!("uid-{version}")));
+            meta.insert("creationTimestamp".into(), json!("2026-01-01T00:00:00Z"));
+            if !ns.is_empty() {
+                meta.insert("namespace".into(), json!(ns));
+            }
+        }
+        let before = st
+            .objects
+            .get(&key)
+            .map(|o| (o.value.clone(), o.managers.clone()));
+        let changed = before.as_ref().is_none_or(|(v, m)| {
+            let mut v2 = stored.value.clone();
+            if let Some(s) = v.get("status") {
+                v2["status"] = s.clone();
+            }
+            *v != v2 || *m != stored.managers
+        });
+        if changed {
+            stored.value["metadata"]["resourceVersion"] = json!(version.to_string());
+        }
+        let generation = stored
+            .value
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let generation = if !exists || stored.value.get("spec").cloned() != old_spec {
+            generation + 1
+        } else {
+            generation
+        };
+        stored.value["metadata"]["generation"] = json!(generation);
+        if matches!(kind, "Deployment" | "StatefulSet") {
+            let replicas = stored
+                .value
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            stored.value["status"] = if st.never_ready.contains(name) {
+                json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": 0, "availableReplicas": 0, "updatedReplicas": replicas,
+                       "conditions": [{"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable", "message": "Deployment does not have minimum availability."}]})
+            } else {
+                json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas, "updatedReplicas": replicas,
+                       "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "Deployment has minimum availability."}]})
+            };
+        }
+        let out = render(&stored);
+        if !dry && changed {
+            st.version = version;
+            st.objects.insert(key, stored);
+        }
+        (200, out)
+    }
+}
+
+/// The object with its managedFields.
+fn render(o: &Stored) -> Value {
+    let mut v = o.value.clone();
+    let mf: Vec<Value> = o
+        .managers
+        .iter()
+        .map(|(m, (op, set))| {
+            json!({"manager": m, "operation": op, "apiVersion": v["apiVersion"], "fieldsType": "FieldsV1", "fieldsV1": fields::to_fields_v1(set)})
+        })
+        .collect();
+    v["metadata"]["managedFields"] = Value::Array(mf);
+    v
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let h = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match h {
+                    Some(c) => {
+                        out.push(c);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `a.b[name=x].c` as segments.
+pub fn parse_path(path: &str) -> Path {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            out.push(Seg::Field(rest[..i].to_string()));
+            rest = &rest[i..];
+            while let Some(r) = rest.strip_prefix("[name=") {
+                let end = r.find(']').unwrap_or(r.len());
+                out.push(Seg::Key(r[..end].to_string()));
+                rest = r.get(end + 1..).unwrap_or("");
+            }
+        } else {
+            out.push(Seg::Field(rest.to_string()));
+        }
+    }
+    out
+}

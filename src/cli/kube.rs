@@ -1,0 +1,273 @@
+//! `plan`, `apply`, `drift` and `destroy` for a Kubernetes target profile:
+//! connect with the profile's kubeconfig context (or in-cluster), then let
+//! [`crate::apply::kube`] do the work. Same exit codes as the Docker
+//! target: 0 success / no changes, 1 error, 2 changes (`--detailed-exitcode`,
+//! `drift`).
+
+use std::time::{Duration, Instant};
+
+use super::engine::Context;
+use super::{Input, Ui};
+use crate::apply::kube::{self as k, Desired, Options};
+use crate::apply::lock::Lock;
+use crate::profile::KubeTarget;
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// A client for the profile's cluster.
+pub async fn connect(target: &KubeTarget, namespace: &str) -> Result<kube::Client, String> {
+    let mut config = if target.in_cluster {
+        kube::Config::incluster()
+            .map_err(|e| format!("cannot use the in-cluster service account: {e}"))?
+    } else {
+        let opts = kube::config::KubeConfigOptions {
+            context: target.context.clone(),
+            ..Default::default()
+        };
+        kube::Config::from_kubeconfig(&opts).await.map_err(|e| {
+            format!(
+                "cannot load the kubeconfig{}: {e}",
+                target
+                    .context
+                    .as_ref()
+                    .map(|c| format!(" (context `{c}`)"))
+                    .unwrap_or_default()
+            )
+        })?
+    };
+    config.default_namespace = namespace.to_string();
+    kube::Client::try_from(config).map_err(|e| format!("cannot create a Kubernetes client: {e}"))
+}
+
+fn setup(cx: &Context) -> Option<(Desired, KubeTarget)> {
+    let target = cx.profile.kubernetes.clone()?;
+    match k::desired(&cx.topology, &cx.graph, &cx.profile) {
+        Ok(d) => Some((d, target)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
+fn options(target: &KubeTarget) -> Options {
+    Options {
+        field_manager: target.field_manager.clone(),
+        ..Options::default()
+    }
+}
+
+pub fn run_plan(cx: &Context, json: bool, detailed: bool, prune: bool, force: bool) -> u8 {
+    let Some((desired, target)) = setup(cx) else {
+        return 1;
+    };
+    let Some(rt) = runtime() else { return 1 };
+    let opts = Options {
+        prune,
+        force_conflicts: force,
+        ..options(&target)
+    };
+    let result = rt.block_on(async {
+        let client = connect(&target, &desired.namespace).await?;
+        k::plan(&client, &desired, &opts)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let plan = match result {
+        Ok((p, _)) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "stack": plan.stack,
+                "target": "kubernetes",
+                "namespace": plan.namespace,
+                "changes": plan.changes,
+                "warnings": plan.warnings,
+                "errors": plan.errors,
+                "has_changes": plan.has_changes(),
+            }))
+            .expect("json")
+        );
+    } else {
+        print!("{}", k::render(&plan));
+    }
+    if !plan.errors.is_empty() {
+        return 1;
+    }
+    if detailed && plan.has_changes() { 2 } else { 0 }
+}
+
+pub fn run_apply(cx: &Context, prune: bool, force: bool, timeout_secs: u64) -> u8 {
+    let started = Instant::now();
+    let Some((desired, target)) = setup(cx) else {
+        return 1;
+    };
+    let _lock = match Lock::acquire(&cx.state_dir, &desired.stack, "stackc apply") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let Some(rt) = runtime() else { return 1 };
+    let opts = Options {
+        prune,
+        force_conflicts: force,
+        timeout: Duration::from_secs(timeout_secs),
+        ..options(&target)
+    };
+    let progress = |line: String| {
+        tracing::info!("{line}");
+        eprintln!("{line}");
+    };
+    let result = rt.block_on(async {
+        let client = connect(&target, &desired.namespace).await?;
+        let (plan, kinds) = k::plan(&client, &desired, &opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        for w in &plan.warnings {
+            eprintln!("warning: {w}");
+        }
+        if !plan.errors.is_empty() {
+            return Err(format!(
+                "nothing was changed:\n{}",
+                plan.errors
+                    .iter()
+                    .map(|e| format!("  {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        }
+        if !plan.has_changes() {
+            return Ok(None);
+        }
+        print!("{}", k::render(&plan));
+        k::apply(&client, &desired, &plan, &kinds, &opts, &progress)
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(None) => {
+            println!("No changes. The cluster matches the topology.");
+            0
+        }
+        Ok(Some(s)) => {
+            println!(
+                "Apply complete: {} created, {} updated, {} deleted, {} unchanged{} in {:.1}s.",
+                s.created,
+                s.updated,
+                s.deleted,
+                s.unchanged,
+                if s.skipped > 0 {
+                    format!(", {} skipped (API not served)", s.skipped)
+                } else {
+                    String::new()
+                },
+                started.elapsed().as_secs_f64()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+pub fn run_drift(ui: &Ui, input: &Input, cx: &Context, json: bool) -> u8 {
+    let Some((desired, target)) = setup(cx) else {
+        return 1;
+    };
+    let Some(rt) = runtime() else { return 1 };
+    let opts = options(&target);
+    let result = rt.block_on(async {
+        let client = connect(&target, &desired.namespace).await?;
+        k::drift(&client, &desired, &cx.topology.drift_ignore, &opts)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let (mut items, warnings) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    match super::engine::artifact_drift(ui, input) {
+        Ok(a) => items.extend(a),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    }
+    super::engine::report_drift(&items, json, "the cluster")
+}
+
+pub fn run_destroy(cx: &Context, volumes: bool) -> u8 {
+    let started = Instant::now();
+    let Some((desired, target)) = setup(cx) else {
+        return 1;
+    };
+    let _lock = match Lock::acquire(&cx.state_dir, &desired.stack, "stackc destroy") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let Some(rt) = runtime() else { return 1 };
+    let progress = |line: String| eprintln!("{line}");
+    let result = rt.block_on(async {
+        let client = connect(&target, &desired.namespace).await?;
+        k::destroy(&client, &desired, volumes, &progress)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(d) => {
+            println!(
+                "Destroy complete: {} objects removed in {:.1}s{}{}.",
+                d.deleted,
+                started.elapsed().as_secs_f64(),
+                if d.claims_kept > 0 {
+                    format!(
+                        "; {} PersistentVolumeClaim(s) kept (use --volumes to remove them)",
+                        d.claims_kept
+                    )
+                } else {
+                    String::new()
+                },
+                d.namespace_kept
+                    .map(|w| format!("; namespace `{}` kept: {w}", desired.namespace))
+                    .unwrap_or_default()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
