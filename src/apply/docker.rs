@@ -634,7 +634,13 @@ impl Engine {
         // Containers a rollout replaces, instead of a plain recreate.
         let rolling_set: std::collections::HashSet<&str> = jobs
             .iter()
+            .filter(|j| !j.finish)
             .flat_map(|j| j.stable.iter().map(|s| s.name.as_str()))
+            .collect();
+        // New-version containers a job removes itself, once traffic is off.
+        let retired: std::collections::HashSet<&str> = jobs
+            .iter()
+            .flat_map(|j| j.next.iter().map(|s| s.name.as_str()))
             .collect();
         let desired = &plan.desired;
         if !plan.errors.is_empty() {
@@ -778,6 +784,10 @@ impl Engine {
                 if cancelled() {
                     return Err(INTERRUPTED.into());
                 }
+                if job.finish {
+                    self.finish_interrupted(job, progress).await?;
+                    continue;
+                }
                 self.rollout(
                     desired,
                     job,
@@ -791,11 +801,16 @@ impl Engine {
                 summary.unchanged -= job.stable.len().min(summary.unchanged);
             }
         }
-        for c in plan
-            .changes
-            .iter()
-            .filter(|c| matches!(c.action, Action::Delete | Action::Expired))
-        {
+        for c in plan.changes.iter().filter(|c| {
+            matches!(
+                c.action,
+                Action::Delete | Action::Expired | Action::Leftover
+            )
+        }) {
+            if retired.contains(c.name.as_str()) {
+                summary.deleted += 1;
+                continue;
+            }
             if cancelled() {
                 return Err(INTERRUPTED.into());
             }

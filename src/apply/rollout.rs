@@ -63,6 +63,11 @@ pub struct RolloutJob {
     pub render: Box<dyn Fn(u32) -> Vec<String> + Send + Sync>,
     /// The container port balancers send the service's traffic to.
     pub port: Option<u16>,
+    /// Not a rollout: an earlier one's apply stopped after its new version
+    /// took traffic, and the plan already brings the stable instances to
+    /// the new version (or they run it). Once they are ready, traffic
+    /// returns to them and the `-next` containers left are removed.
+    pub finish: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,6 +292,20 @@ impl Engine {
         Ok(())
     }
 
+    /// For a `finish` job: the stable instances are ready; traffic returns
+    /// to them and the `-next` containers left behind are removed.
+    pub async fn finish_interrupted(
+        &self,
+        job: &RolloutJob,
+        progress: &(dyn Fn(String) + Sync),
+    ) -> Result<(), String> {
+        progress(format!(
+            "rollout {}: an earlier apply stopped mid-rollout; traffic back on the stable instances, then the new version's containers left are removed",
+            job.service
+        ));
+        self.back_to_stable(job).await
+    }
+
     /// Requests to the new version in the balancers' logs since `since`.
     async fn measure(
         &self,
@@ -441,6 +460,19 @@ impl Engine {
             job.service,
             strategy_name(job)
         ));
+        // The new version an interrupted attempt left may still carry
+        // traffic: traffic returns to stable before it is replaced.
+        let mut left = false;
+        for spec in &job.next {
+            left |= self.live(&spec.name).await.map_err(fail)?.is_some();
+        }
+        if left {
+            progress(format!(
+                "  an interrupted attempt left the new version of {}: traffic back on stable first",
+                job.service
+            ));
+            self.back_to_stable(job).await.map_err(fail)?;
+        }
         // A previous version kept from the last rollout holds the reserved
         // addresses: it goes first.
         for spec in &job.stable {
@@ -776,6 +808,7 @@ impl Engine {
             balancers: job.balancers.clone(),
             render: Box::new(|_| Vec::new()),
             port: job.port,
+            finish: false,
         };
         for (n, name) in via.next.iter_mut().zip(&kept) {
             n.name = name.clone();
@@ -863,6 +896,65 @@ impl Engine {
         let _ = std::fs::remove_file(control_path(state_dir, &desired.stack, &job.service));
         save_history(state_dir, &desired.stack, &history)
     }
+}
+
+/// After an apply that converged (under the stack's lock): an attempt
+/// still `running` or `paused` belongs to a stackc that was killed. It is
+/// recorded as interrupted and, when the service now runs the version it
+/// rolled out, followed by a succeeded attempt that says how it ended.
+pub fn settle(state_dir: &Path, desired: &Desired) -> Result<(), String> {
+    let dir = state_dir.join(&desired.stack).join("rollouts");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let Some(service) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let mut history = load_history(state_dir, &desired.stack, service);
+        let Some(last) = history.attempts.last_mut() else {
+            continue;
+        };
+        if last.outcome != "running" && last.outcome != "paused" {
+            continue;
+        }
+        last.outcome = "interrupted".into();
+        last.finished = Some(now());
+        last.reason = Some("stackc stopped during the rollout".into());
+        let (strategy, from_image, to_image) = (
+            last.strategy.clone(),
+            last.from_image.clone(),
+            last.to_image.clone(),
+        );
+        let instances: Vec<&ContainerSpec> = desired
+            .containers
+            .iter()
+            .filter(|c| c.service == service)
+            .collect();
+        if !instances.is_empty() && instances.iter().all(|c| c.image == to_image) {
+            history.attempts.push(Attempt {
+                started: now(),
+                finished: Some(now()),
+                strategy,
+                from_image,
+                to_image,
+                outcome: "succeeded".into(),
+                reason: Some(
+                    "completed by the next apply: the stable instances run the new version and the new version's containers are gone"
+                        .into(),
+                ),
+                steps: Vec::new(),
+                percent: None,
+                kept_until: None,
+            });
+        }
+        save_history(state_dir, &desired.stack, &history)?;
+    }
+    Ok(())
 }
 
 /// The label on a kept previous version that holds its stable definition.
@@ -999,16 +1091,30 @@ pub fn jobs(
             .filter(|c| c.service == s.name.value)
             .cloned()
             .collect();
-        if stable.is_empty()
-            || !stable.iter().all(|c| {
-                matches!(action(&c.name), Some(Action::Recreate { .. })) && running(&c.name)
-            })
-        {
+        if stable.is_empty() {
             continue;
         }
-        out.extend(job_for(t, g, i, stable, files_dir, &running, &|n| {
-            matches!(action(n), Some(Action::Unchanged))
-        }));
+        let unchanged = |n: &str| matches!(action(n), Some(Action::Unchanged));
+        if !stable
+            .iter()
+            .all(|c| matches!(action(&c.name), Some(Action::Recreate { .. })) && running(&c.name))
+        {
+            // No rollout, but the new version an interrupted one left may
+            // still carry traffic: it is retired once stable is ready.
+            // (A balancer being replaced starts on the plan's config, which
+            // sends nothing to it: then the plain delete is enough.)
+            let leftover = stable
+                .iter()
+                .any(|c| matches!(action(&format!("{}-next", c.name)), Some(Action::Leftover)));
+            if leftover
+                && let Some(mut job) = job_for(t, g, i, stable, files_dir, &running, &unchanged)
+            {
+                job.finish = true;
+                out.push(job);
+            }
+            continue;
+        }
+        out.extend(job_for(t, g, i, stable, files_dir, &running, &unchanged));
     }
     out
 }
@@ -1090,6 +1196,7 @@ pub fn job_for(
         balancers: balancer_names,
         render,
         port: crate::targets::nginx::service_port(s),
+        finish: false,
     })
 }
 

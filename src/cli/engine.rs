@@ -311,6 +311,10 @@ pub fn run_apply(
             eprintln!("error: {e}");
             return 1;
         }
+        // A rollout whose stackc was killed after its last engine call.
+        if let Err(e) = crate::apply::rollout::settle(&state_dir, &desired) {
+            eprintln!("warning: rollout history: {e}");
+        }
         println!(
             "No changes. {} objects match the topology.",
             plan.count(|a| matches!(a, Action::Unchanged))
@@ -411,6 +415,10 @@ pub fn run_apply(
     }
     match result {
         Ok(s) => {
+            // Rollouts a killed stackc left `running` ended in this apply.
+            if let Err(e) = crate::apply::rollout::settle(&state_dir, &desired) {
+                eprintln!("warning: rollout history: {e}");
+            }
             println!(
                 "Apply complete: {} created, {} recreated, {} started, {} deleted, {} unchanged in {:.1}s.",
                 s.created,

@@ -142,6 +142,10 @@ pub enum Action {
     },
     /// A kept previous version whose time is up: deleted.
     Expired,
+    /// The new version of a service left by a rollout whose apply stopped
+    /// (`<instance>-next`): traffic returns to the stable instances, then
+    /// it is deleted.
+    Leftover,
     Unchanged,
 }
 
@@ -293,7 +297,9 @@ pub fn diff(desired: &Desired, observed: &Observed, prune: bool) -> Plan {
     }
     for o in &observed.containers {
         if o.owned_by(stack) && !desired.containers.iter().any(|c| c.name == o.name) {
-            let action = if let Some(until) = o.kept_until() {
+            let action = if o.labels.get(LABEL_TRACK).map(String::as_str) == Some("next") {
+                Action::Leftover
+            } else if let Some(until) = o.kept_until() {
                 if until > observed.now {
                     Action::Standby { until }
                 } else {
@@ -346,6 +352,10 @@ pub fn render(plan: &Plan) -> String {
                 "-",
                 "delete (previous version kept after a rollout; its time is up)".to_string(),
             ),
+            Action::Leftover => (
+                "-",
+                "delete (new version left by an interrupted rollout; traffic returns to the stable instances first)".to_string(),
+            ),
             Action::Unchanged => continue,
         };
         let kind = match c.kind {
@@ -369,7 +379,7 @@ pub fn render(plan: &Plan) -> String {
     }
     let create = plan.count(|a| matches!(a, Action::Create));
     let change = plan.count(|a| matches!(a, Action::Recreate { .. } | Action::Start));
-    let delete = plan.count(|a| matches!(a, Action::Delete | Action::Expired));
+    let delete = plan.count(|a| matches!(a, Action::Delete | Action::Expired | Action::Leftover));
     let same = plan.count(|a| matches!(a, Action::Unchanged));
     if plan.has_changes() {
         out.push_str(&format!(

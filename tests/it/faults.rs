@@ -1,10 +1,12 @@
 //! Faults against a real engine: `stackc apply` killed with SIGKILL right
-//! after each of its mutating engine calls, sixteen applies of one stack at
+//! after each of its mutating engine calls (an apply from nothing, a
+//! recreate, a rollout behind nginx), sixteen applies of one stack at
 //! once, and the engine itself restarting in the middle of an apply.
 //!
 //! Same conventions as `docker.rs`: each test has its own stack name,
-//! subnet (10.80-10.89) and 127.0.0.1 port (18980-18999), removes what it
-//! created, and sends traffic only to 127.0.0.1. A missing component
+//! subnet (10.80-10.89, 10.93-10.94) and 127.0.0.1 port (18980-18999,
+//! 18940-18941), removes what it created, and sends traffic only to
+//! 127.0.0.1. A missing component
 //! (engine, stand-in image, `dockerd` for a private engine) fails the test
 //! in CI and skips it elsewhere only where stated.
 
@@ -1043,4 +1045,367 @@ fn the_engine_restarting_mid_apply_is_a_clear_error_and_a_later_apply_converges(
     assert_eq!(d.code, 0, "{}{}", d.stdout, d.stderr);
     s.assert_all_healthy(&["db", "api-0", "api-1"], "after the restart");
     assert_eq!(s.data(), "precious");
+}
+
+// ----- kill -9 on the recreate path and during a rollout -----------------
+//
+// These two use subnets 10.93-10.94 and 127.0.0.1 ports 18940-18941.
+
+/// Say the other of two values: each changed apply goes from the state the
+/// previous iteration converged to, so no apply is spent to restore it.
+fn flip<'a>(cur: &'a str, a: &'a str, b: &'a str) -> &'a str {
+    if cur == a { b } else { a }
+}
+
+/// `plan --detailed-exitcode` says the stack matches its topology.
+fn assert_plan_clean(s: &Stack, context: &str) {
+    let p = s.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(
+        p.code, 0,
+        "{context}: the pre-change state is converged: {}{}",
+        p.stdout, p.stderr
+    );
+}
+
+#[test]
+fn kill_9_after_every_mutating_call_of_a_recreate_and_the_next_apply_converges() {
+    engine();
+    let main = PathBuf::from(MAIN_SOCKET);
+    let s = Stack::new("sc-krec", &three_tier("sc-krec", 93, 18940, "a"), &main);
+    let proxy = Proxy::new(s.path(), "engine.sock", &main);
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let st = docker(
+        &main,
+        &[
+            "exec",
+            "sc-krec-db",
+            "sh",
+            "-c",
+            "echo precious > /data/file",
+        ],
+    );
+    assert!(st.status.success(), "{st:?}");
+    let created = docker_out(
+        &main,
+        &[
+            "volume",
+            "inspect",
+            "-f",
+            "{{.CreatedAt}}",
+            "sc-krec_dbdata",
+        ],
+    );
+
+    // The change, recorded: its mutating calls are the fault points.
+    s.write(&three_tier("sc-krec", 93, 18940, "b"));
+    proxy.arm(0);
+    let r = run(&mut s.cmd_via(&proxy.sock, &["apply"]));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let full = proxy.mutating();
+    for kind in ["/stop", "DELETE /", "/containers/create", "/start"] {
+        assert_eq!(
+            full.iter().filter(|c| c.contains(kind)).count(),
+            2,
+            "each api replica is stopped, deleted, created and started once: {full:?}"
+        );
+    }
+    assert_eq!(full.len(), 8, "{full:?}");
+
+    let mut cur = "b";
+    let mut tried = Vec::new();
+    for n in 1..=full.len() {
+        // The pre-change state: the previous iteration's converged stack.
+        assert_plan_clean(&s, &format!("before call {n}"));
+        let next = flip(cur, "a", "b");
+        s.write(&three_tier("sc-krec", 93, 18940, next));
+        let trip = proxy.arm(n);
+        let status = run_until_trip(
+            s.cmd_via(&proxy.sock, &["apply"]),
+            &trip,
+            &s.path().join(format!("kill-{n}.log")),
+        );
+        let calls = proxy.mutating();
+        assert!(
+            status.is_none(),
+            "apply ended ({status:?}) before its mutating call {n}: {calls:?}"
+        );
+        assert_eq!(calls.len(), n, "exactly {n} mutating calls: {calls:?}");
+        let context = format!("recreate killed after call {n} ({})", calls[n - 1]);
+        assert_converges(&s, &context, &created);
+        for c in ["sc-krec-api-0", "sc-krec-api-1"] {
+            let env = docker_out(
+                &main,
+                &[
+                    "inspect",
+                    "-f",
+                    "{{range .Config.Env}}{{println .}}{{end}}",
+                    c,
+                ],
+            );
+            assert!(
+                env.contains(&format!("MODE={next}")),
+                "{context}: {c}: {env}"
+            );
+        }
+        tried.push(calls[n - 1].clone());
+        cur = next;
+    }
+    eprintln!(
+        "recreate: {} fault points, each followed by a converging apply:\n  {}",
+        tried.len(),
+        tried.join("\n  ")
+    );
+}
+
+/// One web instance behind the generated nginx, with a blue-green rollout
+/// in one step and a one-second gate window.
+fn kill_rolling(image: &str) -> String {
+    format!(
+        r#"stack "sc-kroll" version="1.0.0"
+network "net" subnet="10.94.0.0/16" {{
+    tier "apps" subnet="10.94.2.0/24"
+    tier "edge" subnet="10.94.3.0/24"
+}}
+service "web" tier="apps" {{
+    image "{image}"
+    port 8080
+    health tcp=8080 interval="500ms" timeout="1s" retries=2
+    rollout "blue-green" {{
+        steps 100
+        gate healthy-for="1s" max-error-rate=0.05
+        on-failure "rollback"
+    }}
+}}
+balancer "edge" tier="edge" {{
+    listen 80 published=18941
+    route "/" to="web"
+}}
+"#
+    )
+}
+
+/// GET `path` from 127.0.0.1:`port`, HTTP/1.0: the whole answer.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// GET / in a loop (5 ms apart) until `stop`: when each answer came and
+/// whether it was a 200.
+fn timed_client(
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(Instant, Option<String>)>> {
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        // Bounded: at most 20,000 requests.
+        for _ in 0..20_000 {
+            if stop.load(SeqCst) {
+                break;
+            }
+            let answer = http_get(port, "/").filter(|b| b.contains("200 OK"));
+            out.push((Instant::now(), answer));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        out
+    })
+}
+
+fn history(s: &Stack) -> Vec<serde_json::Value> {
+    let r = s.run(&["rollout", "history", "web", "--json"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    v["attempts"].as_array().expect("attempts").clone()
+}
+
+#[test]
+fn kill_9_after_every_mutating_call_of_a_rollout_and_the_next_apply_converges() {
+    engine();
+    let main = PathBuf::from(MAIN_SOCKET);
+    let images = ["v1/web:1.0.0", "v2/web:2.0.0"];
+    let version = |image: &str| if image == images[0] { "v1" } else { "v2" };
+    let s = Stack::new("sc-kroll", &kill_rolling(images[0]), &main);
+    {
+        // The stand-in profile of `docker.rs`, with the `v2/` image.
+        std::fs::write(
+            s.path().join("targets/standin.kdl"),
+            "target \"standin\" {\n    state-dir \".stackc\"\n    image-map {\n        image \"nginx:*\" to=\"stackc-test/nginx:1\"\n        image \"v2/*\" to=\"stackc-test/standin:2\"\n        image \"*\" to=\"stackc-test/standin:1\"\n    }\n}\n",
+        )
+        .expect("write");
+    }
+    let proxy = Proxy::new(s.path(), "engine.sock", &main);
+    let r = s.run(&["apply"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(http_get(18941, "/").expect("answers").contains("v1"));
+
+    // One rollout, recorded: its mutating calls are the fault points.
+    s.write(&kill_rolling(images[1]));
+    proxy.arm(0);
+    let r = run(&mut s.cmd_via(&proxy.sock, &["apply"]));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("rollout of web complete"), "{}", r.stderr);
+    let full = proxy.mutating();
+    let count = |kind: &str| full.iter().filter(|c| c.contains(kind)).count();
+    assert!(
+        count("/exec") == 4 && count("sc-kroll-web-next") >= 4,
+        "the new version made and removed, two switches (exec create and start each): {full:?}"
+    );
+    eprintln!("one rollout's mutating calls:\n  {}", full.join("\n  "));
+
+    let mut cur = images[1];
+    let mut tried = Vec::new();
+    let mut during = Vec::new();
+    for n in 1..=full.len() {
+        assert_plan_clean(&s, &format!("before call {n}"));
+        let next = flip(cur, images[0], images[1]);
+        let before = history(&s).len();
+        s.write(&kill_rolling(next));
+        let trip = proxy.arm(n);
+        let status = run_until_trip(
+            s.cmd_via(&proxy.sock, &["apply"]),
+            &trip,
+            &s.path().join(format!("kill-{n}.log")),
+        );
+        let calls = proxy.mutating();
+        assert!(
+            status.is_none(),
+            "apply ended ({status:?}) before its mutating call {n}: {calls:?}"
+        );
+        assert_eq!(calls.len(), n, "exactly {n} mutating calls: {calls:?}");
+        let context = format!("rollout killed after call {n} ({})", calls[n - 1]);
+
+        // A client runs through the converging apply and after it.
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = timed_client(18941, stop.clone());
+        let r = s.run(&["apply"]);
+        let converged = Instant::now();
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock");
+        std::thread::sleep(Duration::from_millis(600));
+        stop.store(true, SeqCst);
+        let answers = client.join().expect("client");
+        assert_eq!(r.code, 0, "{context}: {}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains("removing a stale lock"),
+            "{context}: the killed apply's lock is reported: {}",
+            r.stderr
+        );
+        let after: Vec<_> = answers.iter().filter(|(t, _)| *t > converged).collect();
+        assert!(
+            after.len() > 10,
+            "{context}: {} requests after",
+            after.len()
+        );
+        let failed_after = after.iter().filter(|(_, a)| a.is_none()).count();
+        assert_eq!(
+            failed_after, 0,
+            "{context}: requests failed after convergence\n{}{}",
+            r.stdout, r.stderr
+        );
+        for (_, a) in &after {
+            let a = a.as_deref().unwrap_or_default();
+            assert!(
+                a.contains(version(next)),
+                "{context}: after convergence every answer is from {next}: {a}"
+            );
+        }
+        // Nor during it: a new version left with traffic is taken out of
+        // the balancers before it is replaced or removed.
+        let failed = answers.iter().filter(|(_, a)| a.is_none()).count();
+        assert_eq!(
+            failed,
+            0,
+            "{context}: requests failed during the converging apply ({} in all)\n{}{}",
+            answers.len(),
+            r.stdout,
+            r.stderr
+        );
+        during.push(answers.len() - after.len());
+
+        // nginx runs the plan's config: each request after convergence
+        // went to the stable instance alone, not first to an address of
+        // the new version (gone, or a later rollout's, not yet gated).
+        let web = docker_out(
+            &main,
+            &[
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                "sc-kroll-web",
+            ],
+        );
+        let log = docker_out(
+            &main,
+            &[
+                "logs",
+                "--since",
+                &format!("{}.{:09}", since.as_secs(), since.subsec_nanos()),
+                "sc-kroll-edge",
+            ],
+        );
+        let upstreams: Vec<&str> = log
+            .lines()
+            .filter_map(|l| {
+                l.split_once("upstream=")?
+                    .1
+                    .split(" upstream_status=")
+                    .next()
+            })
+            .collect();
+        assert!(upstreams.len() > 10, "{context}: balancer log: {log}");
+        let want = format!("{web}:8080");
+        assert!(
+            upstreams.iter().all(|u| *u == want),
+            "{context}: requests after convergence went elsewhere than {want}: {:?}",
+            upstreams
+                .iter()
+                .filter(|u| **u != want)
+                .take(5)
+                .collect::<Vec<_>>()
+        );
+        let d = s.run(&["drift"]);
+        assert_eq!(d.code, 0, "{context}: drift: {}{}", d.stdout, d.stderr);
+        s.assert_all_healthy(&["web", "edge"], &context);
+        let leftover = docker_out(
+            &main,
+            &["ps", "-a", "-q", "--filter", "name=sc-kroll-web-next"],
+        );
+        assert!(leftover.is_empty(), "{context}: a -next container is left");
+        let h = history(&s);
+        let new = &h[before..];
+        assert!(new.len() >= 2, "{context}: {h:#?}");
+        assert_eq!(new[0]["outcome"], "interrupted", "{context}: {h:#?}");
+        assert!(
+            new[..new.len() - 1]
+                .iter()
+                .all(|a| a["outcome"] == "interrupted"),
+            "{context}: {h:#?}"
+        );
+        assert_eq!(
+            new[new.len() - 1]["outcome"],
+            "succeeded",
+            "{context}: {h:#?}"
+        );
+        assert_eq!(
+            new[new.len() - 1]["to_image"],
+            new[0]["to_image"],
+            "{context}"
+        );
+        let r = s.run(&["apply"]);
+        assert_eq!(r.code, 0, "{context}: {}{}", r.stdout, r.stderr);
+        assert!(r.stdout.contains("No changes."), "{context}: {}", r.stdout);
+        tried.push(calls[n - 1].clone());
+        cur = next;
+    }
+    eprintln!(
+        "rollout: {} fault points, each followed by a converging apply with no failed request (requests during each: {during:?}):\n  {}",
+        tried.len(),
+        tried.join("\n  ")
+    );
 }
