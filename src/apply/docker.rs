@@ -648,28 +648,12 @@ impl Engine {
         }
         // Secrets are read now, from this process's environment, and go
         // only into the engine's API call: never into a file or a log.
-        let mut secrets = HashMap::new();
-        let mut missing = Vec::new();
-        for c in &desired.containers {
-            for v in c.env.values() {
-                if let EnvValue::Secret(var) = v {
-                    match std::env::var(var) {
-                        Ok(val) => {
-                            secrets.insert(var.clone(), val);
-                        }
-                        Err(_) => missing.push(var.clone()),
-                    }
-                }
-            }
-        }
-        missing.sort();
-        missing.dedup();
-        if !missing.is_empty() {
-            return Err(format!(
+        let secrets = read_secrets(&desired.containers).map_err(|missing| {
+            format!(
                 "secrets are read from the environment at apply time; set {} (nothing was changed)",
                 missing.join(", ")
-            ));
-        }
+            )
+        })?;
         let needs_change = plan.has_changes();
         if needs_change {
             self.ensure_images(desired).await?;
@@ -894,6 +878,32 @@ impl Engine {
             }
         }
         Ok(removed)
+    }
+}
+
+/// The values of the secrets `specs` read, from this process's
+/// environment, or the names of those not set.
+pub(crate) fn read_secrets(
+    specs: &[ContainerSpec],
+) -> Result<HashMap<String, String>, Vec<String>> {
+    let mut secrets = HashMap::new();
+    let mut missing = Vec::new();
+    for v in specs.iter().flat_map(|c| c.env.values()) {
+        if let EnvValue::Secret(var) = v {
+            match std::env::var(var) {
+                Ok(val) => {
+                    secrets.insert(var.clone(), val);
+                }
+                Err(_) => missing.push(var.clone()),
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    if missing.is_empty() {
+        Ok(secrets)
+    } else {
+        Err(missing)
     }
 }
 

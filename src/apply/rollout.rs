@@ -306,6 +306,26 @@ impl Engine {
         self.back_to_stable(job).await
     }
 
+    /// End an attempt early: all traffic back on stable, the new version
+    /// removed; returns the attempt's outcome and reason.
+    async fn retreat(
+        &self,
+        job: &RolloutJob,
+        progress: &(dyn Fn(String) + Sync),
+        what: &str,
+        outcome: &str,
+        reason: String,
+    ) -> (String, String) {
+        if let Err(e) = self.back_to_stable(job).await {
+            return ("failed".into(), e);
+        }
+        progress(format!(
+            "  {what}: all traffic back on the stable version of {}",
+            job.service
+        ));
+        (outcome.into(), reason)
+    }
+
     /// Requests to the new version in the balancers' logs since `since`.
     async fn measure(
         &self,
@@ -523,26 +543,29 @@ impl Engine {
             while Instant::now() < deadline && gate_failure.is_none() {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if cancel.load(Ordering::SeqCst) {
-                    self.back_to_stable(job).await.map_err(fail)?;
-                    progress(format!(
-                        "  interrupted at {percent}%: all traffic back on the stable version of {}",
-                        job.service
-                    ));
-                    return Err((
-                        "interrupted".into(),
-                        format!(
-                            "stopped by an interrupt at {percent}%; traffic returned to stable"
-                        ),
-                    ));
+                    return Err(self
+                        .retreat(
+                            job,
+                            progress,
+                            &format!("interrupted at {percent}%"),
+                            "interrupted",
+                            format!(
+                                "stopped by an interrupt at {percent}%; traffic returned to stable"
+                            ),
+                        )
+                        .await);
                 }
                 match control().as_deref() {
                     Some("abort") => {
-                        self.back_to_stable(job).await.map_err(fail)?;
-                        progress(format!(
-                            "  aborted at {percent}%: all traffic back on the stable version of {}",
-                            job.service
-                        ));
-                        return Err(("aborted".into(), format!("by an operator at {percent}%")));
+                        return Err(self
+                            .retreat(
+                                job,
+                                progress,
+                                &format!("aborted at {percent}%"),
+                                "aborted",
+                                format!("by an operator at {percent}%"),
+                            )
+                            .await);
                     }
                     Some("promote") => {
                         progress(format!(
@@ -632,12 +655,15 @@ impl Engine {
             let Some(reason) = gate_failure else { continue };
             progress(format!("  step {percent}%: gate failed: {reason}"));
             if job.policy.on_failure == OnFailure::Rollback {
-                self.back_to_stable(job).await.map_err(fail)?;
-                progress(format!(
-                    "  rolled back: all traffic on the stable version of {}",
-                    job.service
-                ));
-                return Err(("rolled back".into(), format!("at {percent}%: {reason}")));
+                return Err(self
+                    .retreat(
+                        job,
+                        progress,
+                        "rolled back",
+                        "rolled back",
+                        format!("at {percent}%: {reason}"),
+                    )
+                    .await);
             }
             // Paused: the weights stay while the apply waits for an operator.
             let _ = std::fs::remove_file(control_path(run.state_dir, run.stack, &job.service));
@@ -666,26 +692,26 @@ impl Engine {
                     promoted = true;
                 }
                 Decision::Abort => {
-                    self.back_to_stable(job).await.map_err(fail)?;
-                    progress(format!(
-                        "  aborted: all traffic back on the stable version of {}",
-                        job.service
-                    ));
-                    return Err((
-                        "aborted".into(),
-                        format!("by an operator while paused at {percent}% ({reason})"),
-                    ));
+                    return Err(self
+                        .retreat(
+                            job,
+                            progress,
+                            "aborted",
+                            "aborted",
+                            format!("by an operator while paused at {percent}% ({reason})"),
+                        )
+                        .await);
                 }
                 Decision::Interrupted => {
-                    self.back_to_stable(job).await.map_err(fail)?;
-                    progress(format!(
-                        "  interrupted while paused: all traffic back on the stable version of {}",
-                        job.service
-                    ));
-                    return Err((
-                        "interrupted".into(),
-                        format!("stopped by an interrupt while paused at {percent}%"),
-                    ));
+                    return Err(self
+                        .retreat(
+                            job,
+                            progress,
+                            "interrupted while paused",
+                            "interrupted",
+                            format!("stopped by an interrupt while paused at {percent}%"),
+                        )
+                        .await);
                 }
             }
         }
@@ -755,16 +781,12 @@ impl Engine {
         old: &[ContainerSpec],
         until: u64,
     ) -> Result<(), String> {
-        let mut secrets = HashMap::new();
-        for s in old {
-            for v in s.env.values() {
-                if let crate::plan::EnvValue::Secret(var) = v {
-                    let val = std::env::var(var)
-                        .map_err(|_| format!("its secret {var} is not set in the environment"))?;
-                    secrets.insert(var.clone(), val);
-                }
-            }
-        }
+        let secrets = super::docker::read_secrets(old).map_err(|missing| {
+            format!(
+                "its secrets are not set in the environment: {}",
+                missing.join(", ")
+            )
+        })?;
         let specs = standby_specs(job, old, until);
         self.start_fresh(desired, &specs, &secrets).await?;
         for s in &specs {
@@ -825,6 +847,14 @@ impl Engine {
             .await?
             .map(|l| l.image)
             .unwrap_or_default();
+        // Checked before any change: the stable instances are recreated
+        // with the previous version, which reads them.
+        let secrets = super::docker::read_secrets(&old).map_err(|missing| {
+            format!(
+                "set {}: the previous version reads them (nothing was changed)",
+                missing.join(", ")
+            )
+        })?;
         let t = self.switch(&via, 100).await?;
         progress(format!(
             "all traffic of {} on the previous version ({}) in {:.0} ms",
@@ -832,17 +862,6 @@ impl Engine {
             old[0].image,
             t * 1000.0
         ));
-        let mut secrets = HashMap::new();
-        for s in &old {
-            for v in s.env.values() {
-                if let crate::plan::EnvValue::Secret(var) = v {
-                    let val = std::env::var(var).map_err(|_| {
-                        format!("set {var}: the previous version reads it; traffic stays on the previous version")
-                    })?;
-                    secrets.insert(var.clone(), val);
-                }
-            }
-        }
         progress(format!(
             "recreating the stable instances of {} with the previous version",
             job.service
