@@ -95,17 +95,30 @@ const SPECIAL: &[&str] = &[
     "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL", "~",
 ];
 
+/// The bytes a plain scalar may hold: ASCII letters, digits and `_./@+-`.
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'/' | b'@' | b'+' | b'-');
+        c += 1;
+    }
+    t
+};
+
 /// Can `s` be written without quotes and read back unchanged everywhere?
 fn plain_ok(s: &str) -> bool {
-    let mut chars = s.chars();
-    let Some(first) = chars.next() else {
+    // Every character allowed is ASCII: bytes say it all.
+    let b = s.as_bytes();
+    let (Some(&first), Some(&last)) = (b.first(), b.last()) else {
         return false;
     };
-    (first.is_ascii_alphabetic() || first == '_' || first == '/')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_./@+-".contains(c))
-        && !SPECIAL.contains(&s)
-        && !s.ends_with('.')
+    (first.is_ascii_alphabetic() || first == b'_' || first == b'/')
+        && b.iter().all(|&c| PLAIN[usize::from(c)])
+        // The special words are at most five characters long.
+        && (b.len() > 5 || !SPECIAL.contains(&s))
+        && last != b'.'
 }
 
 // The tree-walking printer this module used to be: the reference the
@@ -218,9 +231,20 @@ fn write_str(out: &mut String, s: &str) {
         return;
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
     out.push('"');
+    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, c) in s.char_indices() {
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        // The character at i, and its length.
+        let (c, len) = if b < 0x80 {
+            (b as char, 1)
+        } else {
+            let c = s[i..].chars().next().expect("at a character boundary");
+            (c, c.len_utf8())
+        };
         let esc: &str = match c {
             '"' => "\\\"",
             '\\' => "\\\\",
@@ -230,10 +254,14 @@ fn write_str(out: &mut String, s: &str) {
             '\r' => "\\r",
             '\t' => "\\t",
             c if (c as u32) < 0x20 || yaml_escape(c) => "",
-            _ => continue,
+            _ => {
+                i += len;
+                continue;
+            }
         };
         out.push_str(&s[start..i]);
-        start = i + c.len_utf8();
+        i += len;
+        start = i;
         if esc.is_empty() {
             let n = c as u32;
             out.push_str("\\u");

@@ -88,7 +88,7 @@ fn report(
 }
 
 /// Check, then compile straight into a new tree beside the output
-/// directory (two threads, each streaming its files to disk), swapped in
+/// directory (a thread per target, each streaming its files to disk), swapped in
 /// when complete and free of errors.
 pub fn run_build(ui: &Ui, input: &Input, out: Option<PathBuf>, selected: &[Target]) -> u8 {
     let Some(checked) = check(ui, input) else {
@@ -101,31 +101,29 @@ pub fn run_build(ui: &Ui, input: &Input, out: Option<PathBuf>, selected: &[Targe
     let targets = targets_of(selected);
     let written = match artifacts::Staging::new(&out) {
         Ok(staging) => {
-            let (mut side, mut main) = (staging.sink(), staging.sink());
-            let warnings = targets::build_to(t, g, targets, &mut side, &mut main);
+            let mut sinks: Vec<_> = targets.iter().map(|_| staging.sink()).collect();
+            let warnings = targets::build_to(t, g, targets, &mut sinks);
             if !report(ui, &checked, &warnings, false) {
                 return 1;
             }
-            artifacts::DiskSink::finish_all(vec![side, main]).and_then(|files| {
+            artifacts::DiskSink::finish_all(sinks).and_then(|files| {
                 let n = files.len();
                 staging.commit(files).map(|()| n)
             })
         }
         Err(e) => {
             // Report the warnings as a build would, then why nothing is written.
-            let warnings = targets::build_to(
-                t,
-                g,
-                targets,
-                &mut artifacts::Discard,
-                &mut artifacts::Discard,
-            );
+            let mut sinks: Vec<_> = targets.iter().map(|_| artifacts::Discard).collect();
+            let warnings = targets::build_to(t, g, targets, &mut sinks);
             if !report(ui, &checked, &warnings, false) {
                 return 1;
             }
             Err(e)
         }
     };
+    // The process ends right after: the OS takes the topology and graph
+    // back at once, cheaper than freeing them piece by piece.
+    std::mem::forget(checked);
     match written {
         Ok(n) => {
             println!("built {n} files into {}", out.display());

@@ -119,14 +119,250 @@ fn provider(stack: &str) -> Value {
     })
 }
 
-fn ds() -> Value {
-    json!({ "type": "prometheus", "uid": DATASOURCE_UID })
+/// The datasource every panel and query refers to.
+#[derive(serde::Serialize)]
+struct Ds {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    uid: &'static str,
+}
+
+const DS: Ds = Ds {
+    kind: "prometheus",
+    uid: DATASOURCE_UID,
+};
+
+/// Where a panel sits on the grid.
+#[derive(serde::Serialize, Default, Clone, Copy, Debug, PartialEq)]
+struct GridPos {
+    h: u64,
+    w: u64,
+    x: u64,
+    y: u64,
+}
+
+/// A threshold step: a colour from a value on (`null`: from the bottom).
+#[derive(serde::Serialize)]
+struct Step {
+    color: &'static str,
+    value: Option<serde_json::Number>,
+}
+
+impl Step {
+    fn new(color: &'static str, value: Option<serde_json::Number>) -> Self {
+        Step { color, value }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Thresholds {
+    mode: &'static str,
+    steps: Vec<Step>,
+}
+
+#[derive(serde::Serialize)]
+struct Empty {}
+
+/// A row header.
+#[derive(serde::Serialize)]
+struct Row {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: u64,
+    title: String,
+    collapsed: bool,
+    #[serde(rename = "gridPos")]
+    grid_pos: GridPos,
+    panels: [Empty; 0],
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatTarget {
+    ref_id: &'static str,
+    datasource: Ds,
+    expr: String,
+    instant: bool,
+}
+
+#[derive(serde::Serialize)]
+struct StatDefaults {
+    unit: &'static str,
+    decimals: u32,
+    min: u32,
+    max: u32,
+    thresholds: Thresholds,
+}
+
+#[derive(serde::Serialize)]
+struct StatFieldConfig {
+    defaults: StatDefaults,
+    overrides: [Empty; 0],
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReduceOptions {
+    calcs: [&'static str; 1],
+    fields: &'static str,
+    values: bool,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatOptions {
+    reduce_options: ReduceOptions,
+    color_mode: &'static str,
+    graph_mode: &'static str,
+    justify_mode: &'static str,
+    text_mode: &'static str,
+    orientation: &'static str,
+}
+
+/// A stat panel.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Stat {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: String,
+    datasource: Ds,
+    targets: [StatTarget; 1],
+    field_config: StatFieldConfig,
+    options: StatOptions,
+    id: u64,
+    grid_pos: GridPos,
+}
+
+/// A query of a time series.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Query {
+    ref_id: &'static str,
+    datasource: Ds,
+    expr: String,
+    legend_format: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct Mode {
+    mode: &'static str,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Custom {
+    draw_style: &'static str,
+    line_width: u32,
+    fill_opacity: u32,
+    show_points: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thresholds_style: Option<Mode>,
+}
+
+#[derive(serde::Serialize)]
+struct SeriesDefaults {
+    unit: &'static str,
+    min: u32,
+    custom: Custom,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<u32>,
+    thresholds: Thresholds,
+}
+
+#[derive(serde::Serialize)]
+struct Matcher {
+    id: &'static str,
+    options: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct Property {
+    id: &'static str,
+    value: &'static str,
+}
+
+/// Field overrides of a time series.
+#[derive(serde::Serialize)]
+struct Override {
+    matcher: Matcher,
+    properties: Vec<Property>,
+}
+
+#[derive(serde::Serialize)]
+struct SeriesFieldConfig {
+    defaults: SeriesDefaults,
+    overrides: Vec<Override>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Legend {
+    display_mode: &'static str,
+    placement: &'static str,
+    show_legend: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Tooltip {
+    mode: &'static str,
+    sort: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct SeriesOptions {
+    legend: Legend,
+    tooltip: Tooltip,
+}
+
+/// A time series panel.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Series {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    datasource: Ds,
+    targets: Vec<Query>,
+    field_config: SeriesFieldConfig,
+    options: SeriesOptions,
+    id: u64,
+    grid_pos: GridPos,
+}
+
+/// A panel of the dashboard, as Grafana's JSON model has it.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Panel {
+    Row(Row),
+    Stat(Box<Stat>),
+    Series(Box<Series>),
+}
+
+impl Panel {
+    /// Set the id and grid position of a stat or time series.
+    fn place(&mut self, id: u64, pos: GridPos) {
+        match self {
+            Panel::Row(r) => {
+                r.id = id;
+                r.grid_pos = pos;
+            }
+            Panel::Stat(s) => {
+                s.id = id;
+                s.grid_pos = pos;
+            }
+            Panel::Series(s) => {
+                s.id = id;
+                s.grid_pos = pos;
+            }
+        }
+    }
 }
 
 /// Lays panels out on Grafana's 24-column grid: a full-width row header,
 /// then its panels four to a line, 6 wide and 8 high.
 struct Layout {
-    panels: Vec<Value>,
+    panels: Vec<Panel>,
     next_id: u64,
     y: u64,
     /// Panels placed in the current row.
@@ -165,116 +401,150 @@ impl Layout {
         }
         self.in_row = 0;
         let id = self.id();
-        self.panels.push(json!({
-            "type": "row",
-            "id": id,
-            "title": title,
-            "collapsed": false,
-            "gridPos": { "h": 1, "w": 24, "x": 0, "y": self.y },
-            "panels": [],
+        self.panels.push(Panel::Row(Row {
+            kind: "row",
+            id,
+            title: title.to_string(),
+            collapsed: false,
+            grid_pos: GridPos {
+                h: 1,
+                w: 24,
+                x: 0,
+                y: self.y,
+            },
+            panels: [],
         }));
     }
 
-    fn add(&mut self, mut panel: Value) {
+    fn add(&mut self, mut panel: Panel) {
         let k = self.in_row;
         self.in_row += 1;
         let id = self.id();
-        let m = panel.as_object_mut().expect("panels are objects");
-        m.insert("id".into(), json!(id));
-        m.insert(
-            "gridPos".into(),
-            json!({ "h": H, "w": W, "x": (k % PER_LINE) * W, "y": self.y + 1 + (k / PER_LINE) * H }),
+        panel.place(
+            id,
+            GridPos {
+                h: H,
+                w: W,
+                x: (k % PER_LINE) * W,
+                y: self.y + 1 + (k / PER_LINE) * H,
+            },
         );
         self.panels.push(panel);
     }
 }
 
-fn target(ref_id: &str, expr: String, legend: &str) -> Value {
-    json!({ "refId": ref_id, "datasource": ds(), "expr": expr, "legendFormat": legend })
+fn target(ref_id: &'static str, expr: String, legend: &'static str) -> Query {
+    Query {
+        ref_id,
+        datasource: DS,
+        expr,
+        legend_format: legend,
+    }
 }
 
 /// A stat of how many of `expected` targets answer, red below `min`.
-fn up_stat(title: String, expr: String, expected: u32, min: u32) -> Value {
-    let mut steps = vec![json!({ "color": "red", "value": null })];
+fn up_stat(title: String, expr: String, expected: u32, min: u32) -> Panel {
+    let mut steps = vec![Step::new("red", None)];
     if min < expected {
-        steps.push(json!({ "color": "orange", "value": min }));
+        steps.push(Step::new("orange", Some(min.into())));
     }
-    steps.push(json!({ "color": "green", "value": expected }));
-    json!({
-        "type": "stat",
-        "title": title,
-        "datasource": ds(),
-        "targets": [{ "refId": "A", "datasource": ds(), "expr": expr, "instant": true }],
-        "fieldConfig": {
-            "defaults": {
-                "unit": "none",
-                "decimals": 0,
-                "min": 0,
-                "max": expected,
-                "thresholds": { "mode": "absolute", "steps": steps },
+    steps.push(Step::new("green", Some(expected.into())));
+    Panel::Stat(Box::new(Stat {
+        kind: "stat",
+        title,
+        datasource: DS,
+        targets: [StatTarget {
+            ref_id: "A",
+            datasource: DS,
+            expr,
+            instant: true,
+        }],
+        field_config: StatFieldConfig {
+            defaults: StatDefaults {
+                unit: "none",
+                decimals: 0,
+                min: 0,
+                max: expected,
+                thresholds: Thresholds {
+                    mode: "absolute",
+                    steps,
+                },
             },
-            "overrides": [],
+            overrides: [],
         },
-        "options": {
-            "reduceOptions": { "calcs": ["lastNotNull"], "fields": "", "values": false },
-            "colorMode": "background",
-            "graphMode": "none",
-            "justifyMode": "auto",
-            "textMode": "value",
-            "orientation": "auto",
+        options: StatOptions {
+            reduce_options: ReduceOptions {
+                calcs: ["lastNotNull"],
+                fields: "",
+                values: false,
+            },
+            color_mode: "background",
+            graph_mode: "none",
+            justify_mode: "auto",
+            text_mode: "value",
+            orientation: "auto",
         },
-    })
+        id: 0,
+        grid_pos: GridPos::default(),
+    }))
 }
 
 /// A time series; `gate` draws a red threshold line (a rollout gate).
 fn series(
-    title: &str,
-    unit: &str,
-    targets: Vec<Value>,
+    title: &'static str,
+    unit: &'static str,
+    targets: Vec<Query>,
     gate: Option<f64>,
-    overrides: Vec<Value>,
-) -> Value {
-    let mut defaults = json!({
-        "unit": unit,
-        "min": 0,
-        "custom": { "drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never" },
-    });
-    let d = defaults.as_object_mut().expect("object");
-    if unit == "percentunit" {
-        d.insert("max".into(), json!(1));
-    }
-    match gate {
-        Some(g) => {
-            d.insert(
-                "thresholds".into(),
-                json!({ "mode": "absolute", "steps": [
-                    { "color": "green", "value": null },
-                    { "color": "red", "value": g },
-                ]}),
-            );
-            d["custom"]
-                .as_object_mut()
-                .expect("object")
-                .insert("thresholdsStyle".into(), json!({ "mode": "line" }));
-        }
-        None => {
-            d.insert(
-                "thresholds".into(),
-                json!({ "mode": "absolute", "steps": [{ "color": "green", "value": null }] }),
-            );
-        }
-    }
-    json!({
-        "type": "timeseries",
-        "title": title,
-        "datasource": ds(),
-        "targets": targets,
-        "fieldConfig": { "defaults": defaults, "overrides": overrides },
-        "options": {
-            "legend": { "displayMode": "list", "placement": "bottom", "showLegend": true },
-            "tooltip": { "mode": "multi", "sort": "none" },
+    overrides: Vec<Override>,
+) -> Panel {
+    let (steps, style) = match gate {
+        Some(g) => (
+            vec![
+                Step::new("green", None),
+                Step::new("red", serde_json::Number::from_f64(g)),
+            ],
+            Some(Mode { mode: "line" }),
+        ),
+        None => (vec![Step::new("green", None)], None),
+    };
+    Panel::Series(Box::new(Series {
+        kind: "timeseries",
+        title,
+        datasource: DS,
+        targets,
+        field_config: SeriesFieldConfig {
+            defaults: SeriesDefaults {
+                unit,
+                min: 0,
+                custom: Custom {
+                    draw_style: "line",
+                    line_width: 1,
+                    fill_opacity: 10,
+                    show_points: "never",
+                    thresholds_style: style,
+                },
+                max: (unit == "percentunit").then_some(1),
+                thresholds: Thresholds {
+                    mode: "absolute",
+                    steps,
+                },
+            },
+            overrides,
         },
-    })
+        options: SeriesOptions {
+            legend: Legend {
+                display_mode: "list",
+                placement: "bottom",
+                show_legend: true,
+            },
+            tooltip: Tooltip {
+                mode: "multi",
+                sort: "none",
+            },
+        },
+        id: 0,
+        grid_pos: GridPos::default(),
+    }))
 }
 
 fn service_row(l: &mut Layout, s: &Service) {
@@ -346,13 +616,22 @@ fn service_row(l: &mut Layout, s: &Service) {
                 ),
             ],
             None,
-            vec![json!({
-                "matcher": { "id": "byFrameRefID", "options": "B" },
-                "properties": [
-                    { "id": "unit", "value": "bytes" },
-                    { "id": "custom.axisPlacement", "value": "right" },
+            vec![Override {
+                matcher: Matcher {
+                    id: "byFrameRefID",
+                    options: "B",
+                },
+                properties: vec![
+                    Property {
+                        id: "unit",
+                        value: "bytes",
+                    },
+                    Property {
+                        id: "custom.axisPlacement",
+                        value: "right",
+                    },
                 ],
-            })],
+            }],
         ));
     }
     if !s.exporters.is_empty() {
@@ -472,10 +751,14 @@ struct Pretty {
 
 impl Pretty {
     fn indent<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
-        for _ in 0..self.depth {
-            w.write_all(b"  ")?;
+        const SPACES: &[u8; 64] =
+            b"                                                                ";
+        let mut n = 2 * self.depth;
+        while n > SPACES.len() {
+            w.write_all(SPACES)?;
+            n -= SPACES.len();
         }
-        Ok(())
+        w.write_all(&SPACES[..n])
     }
 }
 
@@ -721,15 +1004,17 @@ mod tests {
     fn rows_wrap_four_panels_to_a_line() {
         let mut l = Layout::new();
         l.row("a");
+        let stat = || up_stat(String::new(), String::new(), 1, 1);
         for _ in 0..5 {
-            l.add(json!({}));
+            l.add(stat());
         }
         l.row("b");
-        l.add(json!({}));
+        l.add(stat());
         let pos: Vec<(u64, u64, u64)> = l
             .panels
             .iter()
             .map(|p| {
+                let p = serde_json::to_value(p).unwrap();
                 let g = &p["gridPos"];
                 (
                     p["id"].as_u64().unwrap(),

@@ -344,16 +344,15 @@ fn doc<T: serde::Serialize>(x: &T) -> Doc {
     Doc(crate::yaml::to_string(x))
 }
 
-/// Documents separated by `---`.
-fn multi_doc(docs: &[Doc]) -> String {
-    let mut out = String::with_capacity(docs.iter().map(|d| d.0.len() + 4).sum());
+/// Append documents separated by `---`.
+fn push_docs(out: &mut String, docs: &[Doc]) {
+    out.reserve(docs.iter().map(|d| d.0.len() + 4).sum());
     for (i, d) in docs.iter().enumerate() {
         if i > 0 {
             out.push_str("---\n");
         }
         out.push_str(&d.0);
     }
-    out
 }
 
 fn quantity(s: &str) -> Quantity {
@@ -606,7 +605,9 @@ struct Emitter<'c, 'a> {
     secrets: Vec<SecretNote>,
     /// Where each Secret's note is in `secrets`, by name.
     secret_index: std::collections::HashMap<String, usize>,
-    policies: Vec<Doc>,
+    /// The network policies file, as its documents are laid out (the
+    /// header and the default deny first).
+    policies: String,
 }
 
 pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
@@ -634,7 +635,7 @@ pub fn emit_to(cx: &mut Ctx, sink: &mut dyn super::Sink) {
         claims: BTreeMap::new(),
         secrets: Vec::new(),
         secret_index: std::collections::HashMap::new(),
-        policies: Vec::new(),
+        policies: String::new(),
     };
     e.run(sink)
 }
@@ -653,10 +654,9 @@ impl<'a> Emitter<'_, 'a> {
     }
 
     fn file(&self, path: &str, what: &str, docs: &[Doc]) -> Artifact {
-        Artifact::new(
-            format!("{DIR}/{path}"),
-            self.header(what) + &multi_doc(docs),
-        )
+        let mut text = self.header(what);
+        push_docs(&mut text, docs);
+        Artifact::new(format!("{DIR}/{path}"), text)
     }
 
     /// Labels of every object of component `name`.
@@ -697,6 +697,12 @@ impl<'a> Emitter<'_, 'a> {
 
     fn run(&mut self, out: &mut dyn super::Sink) {
         let t = self.t;
+        if self.isolation == Isolation::Graph {
+            let mut text = self
+                .header("network policies (default deny, the dependency graph's edges allowed)");
+            text.push_str(&self.default_deny().0);
+            self.policies = text;
+        }
         if let Some(a) = self.rbac() {
             out.put(a);
         }
@@ -723,12 +729,9 @@ impl<'a> Emitter<'_, 'a> {
             out.put(a);
         }
         if self.isolation == Isolation::Graph {
-            let mut docs = vec![self.default_deny()];
-            docs.append(&mut self.policies);
-            out.put(self.file(
-                "20-network-policies.yaml",
-                "network policies (default deny, the dependency graph's edges allowed)",
-                &docs,
+            out.put(Artifact::new(
+                format!("{DIR}/20-network-policies.yaml"),
+                std::mem::take(&mut self.policies),
             ));
         }
         out.put(self.namespace());
@@ -772,10 +775,8 @@ impl<'a> Emitter<'_, 'a> {
                 ));
             }
         }
-        Artifact::new(
-            format!("{DIR}/00-namespace.yaml"),
-            head + &multi_doc(&[doc(&ns)]),
-        )
+        crate::yaml::write_doc(&mut head, &ns);
+        Artifact::new(format!("{DIR}/00-namespace.yaml"), head)
     }
 
     fn rbac(&mut self) -> Option<Artifact> {
@@ -907,7 +908,8 @@ impl<'a> Emitter<'_, 'a> {
                 ..Default::default()
             }),
         };
-        self.policies.push(doc(&p));
+        self.policies.push_str("---\n");
+        crate::yaml::write_doc(&mut self.policies, &p);
     }
 
     /// Components with a graph edge to `name`, by kind.
@@ -1254,7 +1256,7 @@ impl<'a> Emitter<'_, 'a> {
             data.insert(r.env.clone(), r.value.value.clone());
         }
         let config_name = derived_name(&name, "env");
-        let config_hash = (!data.is_empty()).then(|| short_hash(&json!(data).to_string()));
+        let config_hash = (!data.is_empty()).then(|| super::hash_json(&data));
         if !data.is_empty() {
             docs.push(doc(&core::ConfigMap {
                 metadata: self.meta(&config_name, labels.clone(), Labels::new()),
@@ -1370,7 +1372,7 @@ impl<'a> Emitter<'_, 'a> {
         let init = self.waits(&deps);
 
         let account = s.service_account.as_ref().map(|a| a.value.clone());
-        let pod_spec = core::PodSpec {
+        let mut pod_spec = core::PodSpec {
             automount_service_account_token: Some(account.is_some()),
             service_account_name: account,
             enable_service_links: Some(false),
@@ -1460,10 +1462,16 @@ impl<'a> Emitter<'_, 'a> {
         } else {
             "Deployment"
         };
-        for w in &workloads {
+        for (wi, w) in workloads.iter().enumerate() {
+            // The last workload takes what the others copy.
+            let last = wi + 1 == workloads.len();
             let mut sel = selector.clone();
-            let mut plabels = pod_labels.clone();
-            let mut olabels = pod_labels.clone();
+            let mut plabels = if last {
+                std::mem::take(&mut pod_labels)
+            } else {
+                pod_labels.clone()
+            };
+            let mut olabels = plabels.clone();
             if let Some(track) = w.track {
                 sel.insert(LABEL_TRACK.into(), track.into());
                 plabels.insert(LABEL_TRACK.into(), track.into());
@@ -1472,12 +1480,27 @@ impl<'a> Emitter<'_, 'a> {
             let template = core::PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(plabels),
-                    annotations: (!pod_annotations.is_empty()).then(|| pod_annotations.clone()),
+                    annotations: (!pod_annotations.is_empty()).then(|| {
+                        if last {
+                            std::mem::take(&mut pod_annotations)
+                        } else {
+                            pod_annotations.clone()
+                        }
+                    }),
                     ..Default::default()
                 }),
-                spec: Some(pod_spec.clone()),
+                spec: Some(if last {
+                    std::mem::take(&mut pod_spec)
+                } else {
+                    pod_spec.clone()
+                }),
             };
-            let meta = self.meta(&w.name, olabels, workload_annotations.clone());
+            let workload_ann = if last {
+                std::mem::take(&mut workload_annotations)
+            } else {
+                workload_annotations.clone()
+            };
+            let meta = self.meta(&w.name, olabels, workload_ann);
             if stateful {
                 let templates: Vec<core::PersistentVolumeClaim> = s
                     .volumes
@@ -2426,7 +2449,7 @@ impl<'a> Emitter<'_, 'a> {
         let config_text = self.header("Prometheus configuration (kubernetes target)")
             + &crate::yaml::to_string(&config);
         data.insert("prometheus.yml".to_string(), config_text);
-        let hash = short_hash(&json!(data).to_string());
+        let hash = super::hash_json(&data);
         let config_name = derived_name(name, "config");
 
         let mut docs = vec![doc(&core::ServiceAccount {

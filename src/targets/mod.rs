@@ -68,7 +68,8 @@ impl Target {
 pub struct Ctx<'a> {
     pub topology: &'a Topology,
     pub graph: &'a Graph,
-    pub plan: Plan,
+    /// Computed once per build, shared by the targets' threads.
+    pub plan: std::sync::Arc<Plan>,
     pub warnings: Diagnostics,
     /// What several targets compute alike, computed once per build and
     /// shared by the contexts of [`build_to`]'s threads.
@@ -87,7 +88,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             topology,
             graph,
-            plan: Plan::new(topology),
+            plan: std::sync::Arc::new(Plan::new(topology)),
             warnings: Diagnostics::new(),
             shared: Default::default(),
         }
@@ -157,64 +158,160 @@ pub fn emit_to(cx: &mut Ctx, target: Target, sink: &mut dyn Sink) {
     }
 }
 
+/// A file or part of one, as [`Sink::write`] takes it.
+type Part = (String, String, bool);
+
+/// A sink that hands files to another thread (the one that owns the real
+/// sink), in batches: the Kubernetes target lays out its objects while its
+/// files are written and hashed.
+struct Handoff {
+    tx: std::sync::mpsc::SyncSender<Vec<Part>>,
+    batch: Vec<Part>,
+    bytes: usize,
+}
+
+/// Files in a batch, and batches in flight, between the Kubernetes
+/// emitter and its writer.
+const BATCH_FILES: usize = 64;
+const BATCH_BYTES: usize = 1 << 20;
+const HANDOFF_DEPTH: usize = 4;
+
+impl Handoff {
+    fn push(&mut self, part: Part) {
+        self.bytes += part.1.len();
+        self.batch.push(part);
+        if self.batch.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            // The receiver lives until this sink is dropped.
+            let _ = self.tx.send(std::mem::replace(
+                &mut self.batch,
+                Vec::with_capacity(BATCH_FILES),
+            ));
+            self.bytes = 0;
+        }
+    }
+}
+
+impl Sink for Handoff {
+    fn write(&mut self, path: &str, text: &str, done: bool) {
+        self.push((path.to_string(), text.to_string(), done));
+    }
+
+    fn put(&mut self, a: Artifact) {
+        self.push((a.path, a.content, true));
+    }
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Emit target `t` into `sink`; its warnings. The Kubernetes target's
+/// files are written by a second thread as the calling one lays them out.
+fn run_target<S: Sink + Send>(mut cx: Ctx, t: Target, sink: &mut S) -> Diagnostics {
+    if t != Target::Kubernetes {
+        emit_to(&mut cx, t, sink);
+        return cx.warnings;
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Part>>(HANDOFF_DEPTH);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || {
+            for (path, text, done) in rx.into_iter().flatten() {
+                sink.write(&path, &text, done);
+            }
+        });
+        let mut handoff = Handoff {
+            tx,
+            batch: Vec::with_capacity(BATCH_FILES),
+            bytes: 0,
+        };
+        emit_to(&mut cx, t, &mut handoff);
+        drop(handoff);
+        writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        cx.warnings
+    })
+}
+
 /// As [`build`], streaming the files into sinks instead of returning
-/// them: the Kubernetes target (many files) on one thread with the first
-/// sink, the others on the calling thread with the second. The warnings
-/// are in the order of `targets`, whatever the scheduling.
-pub fn build_to<A: Sink + Send, B: Sink>(
+/// them: each target on its own thread, into its own sink (`sinks[i]` for
+/// `targets[i]`); the Kubernetes target hands its files to a further
+/// thread, which writes them into its sink. The warnings are in the order
+/// of `targets`, whatever the scheduling.
+pub fn build_to<S: Sink + Send>(
     topology: &Topology,
     graph: &Graph,
     targets: &[Target],
-    side: &mut A,
-    main: &mut B,
+    sinks: &mut [S],
 ) -> Diagnostics {
-    let mut warnings: Vec<Option<Diagnostics>> = targets.iter().map(|_| None).collect();
-    let split = |t: &Target| *t == Target::Kubernetes;
-    let plan = Plan::new(topology);
+    assert_eq!(targets.len(), sinks.len(), "one sink per target");
+    let plan = std::sync::Arc::new(Plan::new(topology));
     let shared = std::sync::Arc::new(Shared::default());
-    let (side_warnings, main_warnings) = std::thread::scope(|scope| {
-        let plan_side = plan.clone();
-        let shared_side = shared.clone();
-        let side_run = targets.iter().any(split).then(|| {
-            scope.spawn(|| {
-                let mut cx = Ctx {
-                    topology,
-                    graph,
-                    plan: plan_side,
-                    warnings: Diagnostics::new(),
-                    shared: shared_side,
-                };
-                let mut out = Vec::new();
-                for (i, t) in targets.iter().enumerate().filter(|(_, t)| split(t)) {
-                    emit_to(&mut cx, *t, side);
-                    out.push((i, std::mem::take(&mut cx.warnings)));
-                }
-                out
-            })
-        });
-        let mut cx = Ctx {
-            topology,
-            graph,
-            plan,
-            warnings: Diagnostics::new(),
-            shared,
-        };
-        let mut out = Vec::new();
-        for (i, t) in targets.iter().enumerate().filter(|(_, t)| !split(t)) {
-            emit_to(&mut cx, *t, main);
-            out.push((i, std::mem::take(&mut cx.warnings)));
+    // A thread per distinct target; a target asked for twice runs twice on
+    // its thread, in order (the same files, never written at once).
+    let mut groups: Vec<(Target, Vec<(usize, &mut S)>)> = Vec::new();
+    for (i, (&t, sink)) in targets.iter().zip(sinks.iter_mut()).enumerate() {
+        match groups.iter_mut().find(|(g, _)| *g == t) {
+            Some((_, runs)) => runs.push((i, sink)),
+            None => groups.push((t, vec![(i, sink)])),
         }
-        let side_out = side_run.map_or_else(Vec::new, |h| {
-            h.join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        });
-        (side_out, out)
+    }
+    let mut warnings: Vec<Diagnostics> = targets.iter().map(|_| Diagnostics::new()).collect();
+    // The heaviest target (Kubernetes, else the first) runs on the calling
+    // thread, which reuses the memory the check freed.
+    let here = groups
+        .iter()
+        .position(|(t, _)| *t == Target::Kubernetes)
+        .unwrap_or(0);
+    let run_group = |t: Target, runs: Vec<(usize, &mut S)>| {
+        let mut out = Vec::new();
+        for (i, sink) in runs {
+            let cx = Ctx {
+                topology,
+                graph,
+                plan: plan.clone(),
+                warnings: Diagnostics::new(),
+                shared: shared.clone(),
+            };
+            out.push((i, run_target(cx, t, sink)));
+        }
+        out
+    };
+    let done: Vec<Vec<(usize, Diagnostics)>> = std::thread::scope(|scope| {
+        let mut local = None;
+        let mut handles = Vec::new();
+        for (k, (t, runs)) in groups.into_iter().enumerate() {
+            if k == here {
+                local = Some((t, runs));
+            } else {
+                handles.push(scope.spawn(move || run_group(t, runs)));
+            }
+        }
+        let mut done: Vec<_> = local
+            .map(|(t, runs)| run_group(t, runs))
+            .into_iter()
+            .collect();
+        for h in handles {
+            done.push(
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        done
     });
-    for (i, w) in side_warnings.into_iter().chain(main_warnings) {
-        warnings[i] = Some(w);
+    for (i, w) in done.into_iter().flatten() {
+        warnings[i] = w;
     }
     let mut all = Diagnostics::new();
-    for w in warnings.into_iter().flatten() {
+    for w in warnings {
         all.extend(w);
     }
     all
@@ -249,34 +346,32 @@ pub const LABEL_CONFIG_HASH: &str = "io.stackc.config-hash";
 pub const LABEL_OWNER: &str = "io.stackc.owner";
 pub const OWNER: &str = "stackc";
 
-/// [`short_hash`] of a value's compact JSON, without building the string.
+/// [`short_hash`] of a value's compact JSON (printed into a buffer the
+/// thread keeps, then hashed in one pass).
 pub fn hash_json<T: serde::Serialize>(value: &T) -> String {
-    struct Fnv(u64);
-    impl std::io::Write for Fnv {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            for b in buf {
-                self.0 ^= u64::from(*b);
-                self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    serde_json::to_writer(&mut h, value).expect("plain data serializes");
-    format!("{:016x}", h.0)
+    BUF.with_borrow_mut(|buf| {
+        buf.clear();
+        serde_json::to_writer(&mut *buf, value).expect("plain data serializes");
+        format!("{:016x}", fnv1a(buf))
+    })
+}
+
+/// 64-bit FNV-1a.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// A short stable hash (hex) of some text: config hashes in labels, which
 /// tell whether a running container matches its definition. It needs to be
 /// stable across machines and versions, not secret: 64-bit FNV-1a.
 pub fn short_hash(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", fnv1a(text.as_bytes()))
 }
