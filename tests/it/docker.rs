@@ -132,7 +132,7 @@ fn inspect(container: &str, format: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
+pub(crate) fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .ok()?;
@@ -143,7 +143,7 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 }
 
 /// Three phases: a database, an api that needs it healthy, a balancer.
-fn three_tier(stack: &str, subnet: u8, port: u16, api_env: &str) -> String {
+pub(crate) fn three_tier(stack: &str, subnet: u8, port: u16, api_env: &str) -> String {
     format!(
         r#"stack "{stack}" version="1.0.0"
 network "net" subnet="10.{subnet}.0.0/16" {{

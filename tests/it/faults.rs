@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, Once, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::docker::{http_get, three_tier};
 use crate::support::{Run, root, run, stackc};
 
 const MAIN_SOCKET: &str = "/var/run/docker.sock";
@@ -201,39 +202,6 @@ impl Drop for Stack {
     fn drop(&mut self) {
         self.remove(true);
     }
-}
-
-/// Three phases: a database with a named volume, an api of two that needs
-/// it healthy, and a balancer published on 127.0.0.1:`port`.
-fn three_tier(stack: &str, subnet: u8, port: u16, api_env: &str) -> String {
-    format!(
-        r#"stack "{stack}" version="1.0.0"
-network "net" subnet="10.{subnet}.0.0/16" {{
-    tier "data" subnet="10.{subnet}.1.0/24"
-    tier "apps" subnet="10.{subnet}.2.0/24"
-    tier "edge" subnet="10.{subnet}.3.0/24"
-}}
-service "db" tier="data" {{
-    image "postgres:16.4"
-    port 5432
-    volume "dbdata" path="/data"
-    secret "DB_PASSWORD" from="env:STACK_SECRET"
-    health cmd="pg_isready" interval="1s" timeout="1s" retries=3
-}}
-service "api" tier="apps" {{
-    image "example/api:1.0.0"
-    cluster "active-active" replicas=2
-    depends-on "db" condition="healthy"
-    port 8080
-    env "MODE" "{api_env}"
-    health http="/health" port=8080 interval="1s" timeout="1s" retries=3
-}}
-balancer "edge" tier="edge" {{
-    listen 80 published={port}
-    route "/" to="api"
-}}
-"#
-    )
 }
 
 const THREE_TIER: &[&str] = &["db", "api-0", "api-1", "edge"];
@@ -1183,16 +1151,6 @@ balancer "edge" tier="edge" {{
 }}
 "#
     )
-}
-
-/// GET `path` from 127.0.0.1:`port`, HTTP/1.0: the whole answer.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
 }
 
 /// GET / in a loop (5 ms apart) until `stop`: when each answer came and
