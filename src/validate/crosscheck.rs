@@ -88,7 +88,8 @@ fn matchers(expr: &str) -> Vec<(String, String, usize)> {
             if op == "=" {
                 out.push((name.to_string(), value.to_string(), vstart));
             }
-            i = j + 1;
+            // An unterminated value runs to the end of the expression.
+            i = (j + 1).min(b.len());
         }
         while i < b.len() && b[i] != b'}' {
             i += 1;
@@ -202,5 +203,13 @@ mod tests {
         );
         let got: Vec<(&str, &str)> = m.iter().map(|(a, b, _)| (a.as_str(), b.as_str())).collect();
         assert_eq!(got, [("job", "api"), ("service", "db")]);
+    }
+    #[test]
+    fn an_unterminated_value_ends_the_matchers() {
+        // Found by the fuzzer: this used to index past the end.
+        let m = matchers(r#"rate(http_requests_total{job="apii",code="}[5m]) > 1"#);
+        let names: Vec<&str> = m.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["job", "code"]);
+        assert_eq!(matchers(r#"up{job=""#).len(), 1);
     }
 }
