@@ -23,6 +23,7 @@ pub mod plan;
 pub mod profile;
 pub mod source;
 pub mod targets;
+pub mod timing;
 pub mod validate;
 pub mod yaml;
 
@@ -65,9 +66,11 @@ fn resolve(loaded: parse::Loaded) -> Checked {
         topology,
         mut diags,
     } = loaded;
+    timing::mark("parse");
     let mut graph = None;
     if let Some(t) = &topology {
         diags.extend(validate::validate(t));
+        timing::mark("validate");
         let phase_errors = t.phases.as_ref().is_some_and(|p| {
             diags.iter().any(|d| {
                 d.is_error()
@@ -81,6 +84,7 @@ fn resolve(loaded: parse::Loaded) -> Checked {
         let (g, gd) = graph::resolve(t, !phase_errors);
         diags.extend(gd);
         graph = g;
+        timing::mark("graph");
     }
     // An unused rate limit next to errors is nearly always a misspelt or
     // broken `limit=`: the error already says so.

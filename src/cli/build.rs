@@ -106,6 +106,7 @@ pub fn run_build(ui: &Ui, input: &Input, out: Option<PathBuf>, selected: &[Targe
             if !report(ui, &checked, &warnings, false) {
                 return 1;
             }
+            crate::timing::mark("targets");
             artifacts::DiskSink::finish_all(sinks).and_then(|files| {
                 let n = files.len();
                 staging.commit(files).map(|()| n)
@@ -124,6 +125,7 @@ pub fn run_build(ui: &Ui, input: &Input, out: Option<PathBuf>, selected: &[Targe
     // The process ends right after: the OS takes the topology and graph
     // back at once, cheaper than freeing them piece by piece.
     std::mem::forget(checked);
+    crate::timing::mark("written");
     match written {
         Ok(n) => {
             println!("built {n} files into {}", out.display());

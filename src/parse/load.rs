@@ -86,7 +86,9 @@ fn finish(
             diags,
         };
     }
-    let Some(nodes) = parse_file(file, &text, &mut diags) else {
+    let nodes = parse_file(file, &text, &mut diags);
+    crate::timing::mark("kdl");
+    let Some(nodes) = nodes else {
         return Loaded {
             sources,
             topology: None,
@@ -115,7 +117,9 @@ fn finish(
     };
     let mut merged = ctx.expand_imports(nodes, &base, 0);
     apply_overrides(&mut merged, env, &mut diags);
+    crate::timing::mark("imports and overrides");
     let topology = decode::decode(&merged, env, &mut diags);
+    crate::timing::mark("decode");
     Loaded {
         sources,
         topology,

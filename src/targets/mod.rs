@@ -222,11 +222,14 @@ fn run_target<S: Sink + Send>(mut cx: Ctx, t: Target, sink: &mut S) -> Diagnosti
     }
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Part>>(HANDOFF_DEPTH);
     std::thread::scope(|scope| {
-        let writer = scope.spawn(move || {
-            for (path, text, done) in rx.into_iter().flatten() {
-                sink.write(&path, &text, done);
-            }
-        });
+        let writer = std::thread::Builder::new()
+            .name("kubernetes-writer".into())
+            .spawn_scoped(scope, move || {
+                for (path, text, done) in rx.into_iter().flatten() {
+                    sink.write(&path, &text, done);
+                }
+            })
+            .expect("a thread for the Kubernetes writer");
         let mut handoff = Handoff {
             tx,
             batch: Vec::with_capacity(BATCH_FILES),
@@ -282,6 +285,7 @@ pub fn build_to<S: Sink + Send>(
                 shared: shared.clone(),
             };
             out.push((i, run_target(cx, t, sink)));
+            crate::timing::mark(&format!("target {t:?}"));
         }
         out
     };
@@ -292,7 +296,14 @@ pub fn build_to<S: Sink + Send>(
             if k == here {
                 local = Some((t, runs));
             } else {
-                handles.push(scope.spawn(move || run_group(t, runs)));
+                // Named, so that profilers show the time of each target.
+                let name = format!("{t:?}").to_lowercase();
+                handles.push(
+                    std::thread::Builder::new()
+                        .name(name)
+                        .spawn_scoped(scope, move || run_group(t, runs))
+                        .expect("a thread for a target"),
+                );
             }
         }
         let mut done: Vec<_> = local
