@@ -222,6 +222,23 @@ fn seq(out: &mut String, items: &[Value], indent: usize) {
     }
 }
 
+/// Bytes that end a run of characters copied as they are inside a
+/// double-quoted scalar: controls, `"`, `\\`, DEL, and the lead bytes of
+/// the multi-byte characters [`yaml_escape`] names (U+0080-U+009F start
+/// with 0xC2, U+2028/9 with 0xE2, U+FFFE/F with 0xEF).
+static STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = c < 0x20 || c == b'"' as usize || c == b'\\' as usize || c == 0x7f;
+        c += 1;
+    }
+    t[0xc2] = true;
+    t[0xe2] = true;
+    t[0xef] = true;
+    t
+};
+
 /// Write `s` as a YAML scalar: plain when [`plain_ok`], else the
 /// double-quoted form of [`string`] (a JSON string, with the characters
 /// YAML does not allow escaped too), without building it first.
@@ -237,14 +254,14 @@ fn write_str(out: &mut String, s: &str) {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        // The character at i, and its length.
-        let (c, len) = if b < 0x80 {
-            (b as char, 1)
-        } else {
-            let c = s[i..].chars().next().expect("at a character boundary");
-            (c, c.len_utf8())
-        };
+        // Runs of ordinary bytes (most of any text) are skipped at once.
+        if !STOP[usize::from(bytes[i])] {
+            i += 1;
+            continue;
+        }
+        // A byte in STOP starts a character (never a continuation byte).
+        let c = s[i..].chars().next().expect("at a character boundary");
+        let len = c.len_utf8();
         let esc: &str = match c {
             '"' => "\\\"",
             '\\' => "\\\\",

@@ -420,7 +420,7 @@ impl Parser<'_> {
         let ty = if self.peek() == Some(b'(') {
             let ty = self.type_annotation()?;
             self.node_space()?;
-            Some(ty)
+            Some(Box::new(ty))
         } else {
             None
         };
@@ -549,7 +549,7 @@ impl Parser<'_> {
             }
             return Ok(Entry {
                 name: None,
-                ty: Some(ty),
+                ty: Some(Box::new(ty)),
                 value: tok.value,
                 value_span: Span::new(self.file, tok.start, tok.end),
                 span: Span::new(self.file, start, tok.end),
@@ -583,7 +583,7 @@ impl Parser<'_> {
         let ty = if self.peek() == Some(b'(') {
             let ty = self.type_annotation()?;
             self.node_space()?;
-            Some(ty)
+            Some(Box::new(ty))
         } else {
             None
         };
@@ -2266,12 +2266,12 @@ mod tests {
             let here = format!("{path}/{i}:{}", x.name.value);
             let ident_eq =
                 |a: &Ident, b: &Ident| a.value == b.value && (!spans || a.span == b.span);
-            let opt_ident_eq = |a: &Option<Ident>, b: &Option<Ident>| match (a, b) {
+            let opt_ident_eq = |a: Option<&Ident>, b: Option<&Ident>| match (a, b) {
                 (None, None) => true,
                 (Some(a), Some(b)) => ident_eq(a, b),
                 _ => false,
             };
-            if !ident_eq(&x.name, &y.name) || !opt_ident_eq(&x.ty, &y.ty) {
+            if !ident_eq(&x.name, &y.name) || !opt_ident_eq(x.ty.as_deref(), y.ty.as_deref()) {
                 out.push(format!(
                     "{here}: name/type {:?} {:?} vs {:?} {:?}",
                     x.name, x.ty, y.name, y.ty
@@ -2287,8 +2287,8 @@ mod tests {
                 ));
             } else {
                 for (e, f) in x.entries.iter().zip(&y.entries) {
-                    let same = opt_ident_eq(&e.name, &f.name)
-                        && opt_ident_eq(&e.ty, &f.ty)
+                    let same = opt_ident_eq(e.name.as_ref(), f.name.as_ref())
+                        && opt_ident_eq(e.ty.as_deref(), f.ty.as_deref())
                         && value_eq(&e.value, &f.value)
                         && (!spans || (e.span == f.span && e.value_span == f.value_span));
                     if !same {
@@ -2826,14 +2826,14 @@ mod tests {
                 .filter(|n| !n.commented)
                 .map(|n| Node {
                     name: ident(&n.name),
-                    ty: n.ty.as_ref().map(ident),
+                    ty: n.ty.as_ref().map(|t| Box::new(ident(t))),
                     entries: n
                         .entries
                         .iter()
                         .filter(|e| !e.commented)
                         .map(|e| Entry {
                             name: e.key.as_ref().map(ident),
-                            ty: e.ty.as_ref().map(ident),
+                            ty: e.ty.as_ref().map(|t| Box::new(ident(t))),
                             value: expected_value(&e.value),
                             value_span: Span::default(),
                             span: Span::default(),

@@ -266,7 +266,7 @@ fn convert_node(
     depth: usize,
 ) -> Result<Node, KdlSyntaxIssue> {
     let name = ident(node.name(), file);
-    let ty = node.ty().map(|t| ident(t, file));
+    let ty = node.ty().map(|t| Box::new(ident(t, file)));
     let entries: Vec<Entry> = node
         .entries()
         .iter()
@@ -280,7 +280,7 @@ fn convert_node(
                 .max(span.offset());
             Entry {
                 name: entry.name().map(|n| ident(n, file)),
-                ty: entry.ty().map(|t| ident(t, file)),
+                ty: entry.ty().map(|t| Box::new(ident(t, file))),
                 value: convert_value(entry.value()),
                 value_span: Span::new(file, value_start, end),
                 span: Span::new(file, span.offset(), end),

@@ -38,7 +38,9 @@ pub struct Ident {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub name: Option<Ident>,
-    pub ty: Option<Ident>,
+    /// Boxed: type annotations are rare, and a topology holds hundreds of
+    /// thousands of entries.
+    pub ty: Option<Box<Ident>>,
     pub value: Value,
     /// Span of the value alone.
     pub value_span: Span,
@@ -50,7 +52,7 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     pub name: Ident,
-    pub ty: Option<Ident>,
+    pub ty: Option<Box<Ident>>,
     pub entries: Vec<Entry>,
     pub children: Option<Vec<Node>>,
     /// Span of the whole node, from its name (or type) to the end of its
@@ -88,13 +90,13 @@ pub fn strip_spans(node: &Node) -> Node {
     };
     Node {
         name: zero(&node.name),
-        ty: node.ty.as_ref().map(zero),
+        ty: node.ty.as_deref().map(|i| Box::new(zero(i))),
         entries: node
             .entries
             .iter()
             .map(|e| Entry {
                 name: e.name.as_ref().map(zero),
-                ty: e.ty.as_ref().map(zero),
+                ty: e.ty.as_deref().map(|i| Box::new(zero(i))),
                 value: e.value.clone(),
                 value_span: Span::default(),
                 span: Span::default(),

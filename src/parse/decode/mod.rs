@@ -45,7 +45,8 @@ pub fn decode(
     let mut kubernetes = None;
     let mut phases = None;
     let mut environments = Vec::new();
-    let mut services = Vec::new();
+    let mut services =
+        Vec::with_capacity(nodes.iter().filter(|n| n.name.value == "service").count());
     let mut balancers = Vec::new();
     let mut jobs = Vec::new();
     let mut drift_ignore = Vec::new();
