@@ -627,9 +627,10 @@ pub fn run_rollout(
     let Some(cx) = context(ui, input, args) else {
         return 1;
     };
-    if cx.profile.kubernetes.is_some() {
+    let kube = cx.profile.kubernetes.is_some();
+    if kube && action == super::RolloutAction::Undo {
         eprintln!(
-            "error: rollouts run on Docker targets; `{}` is a Kubernetes target (the manifests carry the rollout policy as io.stackc.rollout/* annotations)",
+            "error: `rollout undo` is for Docker targets: on Kubernetes the previous colour is not kept (`{}` is a Kubernetes target)",
             cx.profile.name
         );
         return 1;
@@ -671,6 +672,9 @@ pub fn run_rollout(
                     "error: the apply that ran the rollout of `{service}` has stopped; run `stackc apply` to start the rollout again, or `stackc rollout abort {service}` to send all traffic back to stable"
                 );
                 return 1;
+            }
+            if kube {
+                return super::kube::rollout_abort_stopped(&cx, service);
             }
             return rollout_offline(&cx, service, false);
         }

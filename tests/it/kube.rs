@@ -834,6 +834,18 @@ fn cli_reports_an_unreachable_cluster_clearly() {
         "{}",
         r.stderr
     );
+    // Rollout commands work on Kubernetes targets, except undo (the
+    // previous colour is not kept there).
+    let r = run(stackc().args([
+        "rollout",
+        "undo",
+        "api",
+        "examples/blue-green-v2/stack.kdl",
+        "--target",
+        "cluster",
+    ]));
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("Kubernetes target"), "{}", r.stderr);
     let r = run(stackc().args([
         "rollout",
         "status",
@@ -843,7 +855,12 @@ fn cli_reports_an_unreachable_cluster_clearly() {
         "cluster",
     ]));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("Kubernetes target"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("`api-gateway` is not a service with a rollout policy"),
+        "{}",
+        r.stderr
+    );
 }
 
 // ---------------------------------------------------------------------------

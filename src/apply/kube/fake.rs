@@ -7,9 +7,18 @@
 //! the API server (conflicts, shared ownership, release of fields a
 //! manager stops applying), plays the workload controllers (applied
 //! Deployments and StatefulSets become available at once, unless told
-//! otherwise), and records every request. It can be told to refuse an
-//! object as invalid (422), to hide an API group from discovery (404), and
-//! to change a field "by hand" as another manager.
+//! otherwise), and records every request with its body. It can be told to
+//! refuse an object as invalid (422), to hide an API group from discovery
+//! (404), and to change a field "by hand" as another manager.
+//!
+//! Pods: an applied Deployment gets `spec.replicas` Pods, labelled and
+//! specified from its pod template (a changed template replaces them, a
+//! changed replica count adds or removes some), Ready with no restarts, and
+//! removed with the Deployment. [`FakeApi::crash_image`] makes the Pods
+//! that run an image crash-loop: the first read finds them ready, every
+//! later read finds them restarted once more and not ready
+//! (`CrashLoopBackOff`). The Deployment's status is not changed by it (its
+//! Pods started), so only something that reads the Pods notices.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +36,8 @@ pub struct Recorded {
     pub path: String,
     /// The query string, `""` when there is none.
     pub query: String,
+    /// The request body as JSON (`null` when there is none).
+    pub body: Value,
 }
 
 impl Recorded {
@@ -65,6 +76,10 @@ struct State {
     hidden: BTreeSet<String>,
     invalid: BTreeMap<(String, String), String>,
     never_ready: BTreeSet<String>,
+    /// Images whose Pods crash-loop.
+    crashing: BTreeSet<String>,
+    /// Reads of each Pod (namespace, name), for crash-looping ones.
+    pod_reads: BTreeMap<(String, String), i64>,
     version: u64,
 }
 
@@ -81,6 +96,7 @@ const KINDS: &[(&str, &str, &str, bool)] = &[
     ("v1", "ConfigMap", "configmaps", true),
     ("v1", "Secret", "secrets", true),
     ("v1", "Service", "services", true),
+    ("v1", "Pod", "pods", true),
     (
         "v1",
         "PersistentVolumeClaim",
@@ -203,6 +219,11 @@ impl FakeApi {
         self.lock().never_ready.insert(name.to_string());
     }
 
+    /// The Pods running `image` crash-loop (see the module docs).
+    pub fn crash_image(&self, image: &str) {
+        self.lock().crashing.insert(image.to_string());
+    }
+
     /// Put an object there as another client would (`manager`, an update):
     /// e.g. a Secret, or an object without the stack's labels.
     pub fn insert(&self, plural: &str, manager: &str, mut value: Value) {
@@ -269,9 +290,27 @@ impl FakeApi {
             .map(render)
     }
 
-    /// `(plural, namespace, name)` of every stored object.
+    /// `(plural, namespace, name)` of every stored object (Pods, which
+    /// the fake's controllers make, are left out: see [`FakeApi::pods`]).
     pub fn names(&self) -> Vec<(String, String, String)> {
-        self.lock().objects.keys().cloned().collect()
+        self.lock()
+            .objects
+            .keys()
+            .filter(|(p, _, _)| p != "pods")
+            .cloned()
+            .collect()
+    }
+
+    /// The Pods of Deployment `deployment` in `namespace`, as stored.
+    pub fn pods(&self, namespace: &str, deployment: &str) -> Vec<Value> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|((p, ns, _), o)| {
+                p == "pods" && ns == namespace && pod_owner(&o.value) == Some(deployment)
+            })
+            .map(|(_, o)| o.value.clone())
+            .collect()
     }
 
     async fn handle(&self, req: Request<Body>) -> Response<Body> {
@@ -290,6 +329,7 @@ impl FakeApi {
             method: method.clone(),
             path: path.clone(),
             query: query.clone(),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         });
         let q: BTreeMap<String, String> = query
             .split('&')
@@ -385,7 +425,10 @@ impl FakeApi {
                             .collect()
                     })
                     .unwrap_or_default();
-                let st = self.lock();
+                let mut st = self.lock();
+                if plural == "pods" {
+                    crash_reads(&mut st, ns);
+                }
                 let items: Vec<Value> = st
                     .objects
                     .iter()
@@ -420,6 +463,11 @@ impl FakeApi {
                     Some(_) => {
                         if plural == "namespaces" {
                             st.objects.retain(|(_, o_ns, _), _| o_ns != n);
+                        }
+                        if plural == "deployments" {
+                            st.objects.retain(|(p, o_ns, _), o| {
+                                !(p == "pods" && o_ns == ns && pod_owner(&o.value) == Some(n))
+                            });
                         }
                         (
                             200,
@@ -626,10 +674,128 @@ impl FakeApi {
         let out = render(&stored);
         if !dry && changed {
             st.version = version;
+            if kind == "Deployment" {
+                sync_pods(&mut st, ns, name, &stored.value);
+            }
             st.objects.insert(key, stored);
         }
         (200, out)
     }
+}
+
+/// The Deployment a fake Pod belongs to.
+fn pod_owner(pod: &Value) -> Option<&str> {
+    pod.pointer("/metadata/ownerReferences/0/name")
+        .and_then(Value::as_str)
+}
+
+/// The replica set controller: `spec.replicas` Pods from the pod
+/// template of Deployment `name`. Pods of another template are replaced;
+/// those of the same template are kept (with their restart counts).
+fn sync_pods(st: &mut State, ns: &str, name: &str, deployment: &Value) {
+    let template = deployment
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let hash = {
+        // FNV-1a of the template: a stand-in for pod-template-hash.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in serde_json::to_vec(&template).unwrap_or_default() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        format!("{h:08x}")
+    };
+    let replicas = deployment
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
+        .max(0);
+    let prefix = format!("{name}-{hash}-");
+    // Kept: Pods of other Deployments, and this template's Pods below the
+    // replica count.
+    let current = |o_name: &str| {
+        o_name
+            .strip_prefix(&prefix)
+            .and_then(|i| i.parse::<i64>().ok())
+            .is_some_and(|i| i < replicas)
+    };
+    st.objects.retain(|(p, o_ns, o_name), o| {
+        p != "pods" || o_ns != ns || pod_owner(&o.value) != Some(name) || current(o_name)
+    });
+    let containers: Vec<Value> = template
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for i in 0..replicas {
+        let pod_name = format!("{prefix}{i}");
+        let key = ("pods".to_string(), ns.to_string(), pod_name.clone());
+        if st.objects.contains_key(&key) {
+            continue;
+        }
+        st.version += 1;
+        let statuses: Vec<Value> = containers
+            .iter()
+            .map(|c| json!({"name": c["name"], "image": c["image"], "ready": true, "restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}))
+            .collect();
+        let value = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": pod_name, "namespace": ns,
+                "labels": template.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": "fake", "controller": true}],
+                "uid": format!("uid-{}", st.version), "resourceVersion": st.version.to_string(),
+                "creationTimestamp": "2026-01-01T00:00:00Z"
+            },
+            "spec": template.get("spec").cloned().unwrap_or(json!({})),
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": statuses}
+        });
+        st.objects.insert(
+            key,
+            Stored {
+                value,
+                managers: BTreeMap::new(),
+            },
+        );
+    }
+}
+
+/// A read of the Pods of `ns`: crash-looping ones have restarted once
+/// more since the last read (none at the first) and are not ready.
+fn crash_reads(st: &mut State, ns: &str) {
+    let crashing = st.crashing.clone();
+    let mut reads = std::mem::take(&mut st.pod_reads);
+    for ((p, o_ns, name), o) in st.objects.iter_mut() {
+        if p != "pods" || (!ns.is_empty() && o_ns != ns) {
+            continue;
+        }
+        let crashes = o
+            .value
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["image"].as_str().is_some_and(|i| crashing.contains(i)))
+            });
+        if !crashes {
+            continue;
+        }
+        let n = reads.entry((o_ns.clone(), name.clone())).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            let restarts = *n - 1;
+            o.value["status"]["conditions"] =
+                json!([{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]);
+            if let Some(Value::Array(cs)) = o.value.pointer_mut("/status/containerStatuses") {
+                for c in cs {
+                    c["ready"] = json!(false);
+                    c["restartCount"] = json!(restarts);
+                    c["state"] = json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}});
+                }
+            }
+        }
+    }
+    st.pod_reads = reads;
 }
 
 /// The object with its managedFields.

@@ -19,6 +19,9 @@
 //!   fields stackc applies, not the ones others own (replicas of an
 //!   autoscaled workload are left to the autoscaler).
 //! - [`destroy`] deletes the stack's objects in reverse stage order.
+//! - [`rollout`]: blue-green and canary rollouts of the two-Deployment
+//!   form; [`observe`] reads the live colour of every blue-green service
+//!   into the manifests before anything is compared.
 //!
 //! Objects without the stack's labels are never changed or deleted.
 //! Secrets are never read: their existence is checked with metadata-only
@@ -26,8 +29,12 @@
 
 pub mod fake;
 pub mod fields;
+pub mod rollout;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1 as apps;
@@ -101,6 +108,11 @@ pub struct Desired {
     pub claim_prefixes: Vec<String>,
     /// The workload stage of every component of the graph.
     pub component_stages: BTreeMap<String, usize>,
+    /// Services whose two Deployments rollouts drive.
+    pub rollouts: Vec<rollout::Spec>,
+    /// Blue-green service -> the colour the manifests make active (blue
+    /// until [`observe`] read the cluster).
+    pub active: BTreeMap<String, String>,
 }
 
 impl Desired {
@@ -125,6 +137,12 @@ pub struct Options {
     pub timeout: Duration,
     /// Time between two readiness checks.
     pub poll: Duration,
+    /// Where rollout history and operator commands live (none: no
+    /// history, no commands).
+    pub state_dir: Option<PathBuf>,
+    /// Set on Ctrl-C: a running rollout returns traffic to stable and the
+    /// apply stops.
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl Default for Options {
@@ -135,6 +153,8 @@ impl Default for Options {
             prune: false,
             timeout: Duration::from_secs(300),
             poll: Duration::from_secs(2),
+            state_dir: None,
+            cancel: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -329,11 +349,19 @@ pub fn desired(t: &Topology, g: &Graph, profile: &Profile) -> Result<Desired, St
             profile.name
         ));
     }
+    let rollouts = rollout::specs(t, &objects, &scaled);
+    let active = rollouts
+        .iter()
+        .filter(|r| r.policy.strategy == crate::model::RolloutStrategy::BlueGreen)
+        .map(|r| (r.service.clone(), "blue".to_string()))
+        .collect();
     Ok(Desired {
         stack,
         namespace,
         stages: stages(g),
         objects,
+        rollouts,
+        active,
         secrets: secrets
             .into_iter()
             .map(|(name, users)| SecretRef {
@@ -350,6 +378,15 @@ pub fn desired(t: &Topology, g: &Graph, profile: &Profile) -> Result<Desired, St
             .map(|(i, c)| (c.name.clone(), FIRST_PHASE + phase_of[i]))
             .collect(),
     })
+}
+
+/// Read the live colour of every blue-green service and make the
+/// manifests say it (see [`rollout`]); call before [`plan`], [`apply`]
+/// and [`drift`].
+pub async fn observe(client: &Client, desired: &mut Desired) -> Result<(), Error> {
+    let live = rollout::read_live(client, desired).await?;
+    rollout::set_live(desired, &live);
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -742,6 +779,9 @@ pub struct Plan {
     pub stack: String,
     pub namespace: String,
     pub changes: Vec<Change>,
+    /// Rollouts the apply runs instead of updating those Deployments in
+    /// place.
+    pub rollouts: Vec<rollout::Pending>,
     pub warnings: Vec<String>,
     pub errors: Vec<String>,
 }
@@ -867,9 +907,11 @@ pub async fn plan(
         stack: desired.stack.clone(),
         namespace: desired.namespace.clone(),
         changes: Vec::new(),
+        rollouts: Vec::new(),
         warnings: Vec::new(),
         errors: Vec::new(),
     };
+    let mut rollout_live: BTreeMap<String, Value> = BTreeMap::new();
     for (api_version, kind) in &kinds.missing {
         if desired
             .objects
@@ -899,6 +941,15 @@ pub async fn plan(
             p.changes.push(change(desired, o, i, Action::Create));
             continue;
         };
+        if o.kind == "Deployment"
+            && owned_by(&live, &desired.stack)
+            && desired
+                .rollouts
+                .iter()
+                .any(|r| r.deployments.contains(&o.name))
+        {
+            rollout_live.insert(o.name.clone(), live.clone());
+        }
         if !owned_by(&live, &desired.stack) {
             if o.kind == "Namespace" {
                 p.warnings.push(format!(
@@ -948,6 +999,9 @@ pub async fn plan(
             Err(e) => return Err(e),
         }
     }
+    let (rollouts, warnings) = rollout::pending(desired, &p.changes, &rollout_live);
+    p.rollouts = rollouts;
+    p.warnings.extend(warnings);
     for s in missing_secrets(client, desired, namespace_exists).await? {
         p.errors.push(format!(
             "Secret `{}` (used by {}) does not exist in namespace `{}`: create it before applying (the commands are in kubernetes/00-namespace.yaml of `stackc build`)",
@@ -1066,6 +1120,7 @@ pub fn render(p: &Plan) -> String {
             ));
         }
     }
+    out.push_str(&rollout::render(&p.rollouts));
     for e in &p.errors {
         out.push_str(&format!("  error: {e}\n"));
     }
@@ -1093,6 +1148,8 @@ pub struct Summary {
     pub deleted: usize,
     pub unchanged: usize,
     pub skipped: usize,
+    /// Rollouts run (their objects count as updated).
+    pub rollouts: usize,
 }
 
 /// Apply `plan` (made by [`plan`] with the same options) stage by stage.
@@ -1115,12 +1172,22 @@ pub async fn apply(
         skipped: plan.count(Action::Skip),
         ..Summary::default()
     };
-    let writes = |c: &&Change| matches!(c.action, Action::Create | Action::Update);
+    // The objects a rollout writes are left to it.
+    let taken: BTreeSet<usize> = plan
+        .rollouts
+        .iter()
+        .flat_map(|r| r.objects.iter().copied())
+        .collect();
+    let writes = |c: &&Change| {
+        matches!(c.action, Action::Create | Action::Update)
+            && c.object.is_none_or(|i| !taken.contains(&i))
+    };
     let last_write = plan
         .changes
         .iter()
         .filter(writes)
         .map(|c| c.stage_index)
+        .chain(plan.rollouts.iter().map(|r| r.stage))
         .max();
     for (si, stage) in desired.stages.iter().enumerate() {
         let todo: Vec<&Change> = plan
@@ -1151,6 +1218,13 @@ pub async fn apply(
                 s.updated += 1;
                 progress(format!("  update {}", o.label()));
             }
+            if opts.cancel.load(Ordering::SeqCst) {
+                return Err(Error::new("interrupted"));
+            }
+        }
+        for r in plan.rollouts.iter().filter(|r| r.stage == si) {
+            s.updated += rollout::run(client, desired, kinds, r, opts, progress).await?;
+            s.rollouts += 1;
         }
         if stage.gated && last_write.is_some_and(|l| si <= l) {
             wait_stage(client, desired, kinds, si, opts, progress).await?;
@@ -1277,29 +1351,50 @@ async fn wait_stage(
     ));
     let started = Instant::now();
     for o in workloads {
-        let r = kinds.get(&o.api_version, &o.kind).expect("served kind");
-        let a = api(client, r, o.namespace.as_deref(), &desired.namespace);
-        loop {
-            let live = a
-                .get(&o.name)
-                .await
-                .map_err(|e| Error::from_kube(&o.label(), e))?;
-            let v = serde_json::to_value(live).unwrap_or_default();
-            let Some(why) = not_available(&o.kind, &v) else {
-                break;
-            };
-            if started.elapsed() >= opts.timeout {
-                return Err(Error::new(format!(
-                    "{} in namespace `{}` was not available after {}s: {why}",
-                    o.label(),
-                    desired.namespace,
-                    opts.timeout.as_secs()
-                )));
-            }
-            tokio::time::sleep(opts.poll).await;
-        }
+        wait_one(client, desired, kinds, o, started, opts).await?;
     }
     Ok(())
+}
+
+/// Wait until workload `o` is available, at most `opts.timeout` from
+/// `started`; an interrupt stops the wait.
+async fn wait_one(
+    client: &Client,
+    desired: &Desired,
+    kinds: &Kinds,
+    o: &Object,
+    started: Instant,
+    opts: &Options,
+) -> Result<(), Error> {
+    let r = kinds
+        .get(&o.api_version, &o.kind)
+        .ok_or_else(|| Error::new(format!("the cluster does not serve {}", o.kind)))?;
+    let a = api(client, r, o.namespace.as_deref(), &desired.namespace);
+    loop {
+        let live = a
+            .get(&o.name)
+            .await
+            .map_err(|e| Error::from_kube(&o.label(), e))?;
+        let v = serde_json::to_value(live).unwrap_or_default();
+        let Some(why) = not_available(&o.kind, &v) else {
+            return Ok(());
+        };
+        if started.elapsed() >= opts.timeout {
+            return Err(Error::new(format!(
+                "{} in namespace `{}` was not available after {}s: {why}",
+                o.label(),
+                desired.namespace,
+                opts.timeout.as_secs()
+            )));
+        }
+        if opts.cancel.load(Ordering::SeqCst) {
+            return Err(Error::new(format!(
+                "interrupted while waiting for {}",
+                o.label()
+            )));
+        }
+        tokio::time::sleep(opts.poll).await;
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,540 @@
+//! Blue-green and canary rollouts on Kubernetes, against the fake API
+//! server: the exact writes (object, replicas, selector, order), the
+//! health gate reading the new track's Pods, rollback, pause, interrupt,
+//! and a re-apply after success that writes nothing.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use stackc::apply::kube::fake::{FakeApi, Recorded};
+use stackc::apply::kube::{self as k, Desired, Options};
+use stackc::apply::rollout as hist;
+use stackc::profile::{KubeTarget, Profile};
+
+use crate::support::root;
+
+const STACK: &str = r#"
+stack "roll" version="1.0.0"
+
+network "roll" subnet="10.40.0.0/16" {
+    tier "app" subnet="10.40.1.0/24"
+}
+
+service "web" tier="app" {
+    image "web:1.0.0"
+    cluster "active-active" replicas=3
+    port 8080 published=8080 public=#true
+    health http="/health" port=8080
+    rollout "blue-green" {
+        gate healthy-for="300ms" max-error-rate=0.05
+        on-failure "rollback"
+    }
+}
+
+service "api" tier="app" {
+    image "api:1.0.0"
+    cluster "active-active" replicas=3
+    port 9000
+    health http="/health" port=9000
+    rollout "canary" {
+        steps 25 50 100
+        gate healthy-for="300ms"
+        on-failure "rollback"
+    }
+}
+"#;
+
+const NS: &str = "roll";
+
+fn profile() -> Profile {
+    Profile {
+        name: "cluster".into(),
+        kubernetes: Some(KubeTarget {
+            context: None,
+            in_cluster: false,
+            namespace: None,
+            field_manager: "stackc".into(),
+        }),
+        ..Profile::local()
+    }
+}
+
+fn desired_of(text: &str) -> Desired {
+    let c = stackc::check_str("stack.kdl", text, &root(), None);
+    assert!(c.ok(), "the rollout topology checks: {:?}", c.diags);
+    k::desired(&c.topology.unwrap(), &c.graph.unwrap(), &profile()).expect("desired")
+}
+
+/// The topology with `from` replaced by `to` (once, and it must be there).
+fn changed(from: &str, to: &str) -> String {
+    assert!(STACK.contains(from), "{from}");
+    STACK.replacen(from, to, 1)
+}
+
+fn opts(state: &std::path::Path) -> Options {
+    Options {
+        poll: Duration::from_millis(5),
+        timeout: Duration::from_secs(5),
+        state_dir: Some(state.to_path_buf()),
+        ..Options::default()
+    }
+}
+
+fn prepared() -> FakeApi {
+    let fake = FakeApi::new();
+    fake.insert(
+        "namespaces",
+        "kubectl-create",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"io.stackc.stack": "roll", "io.stackc.owner": "stackc"}}}),
+    );
+    fake
+}
+
+/// What `stackc apply` does: read the live colours, plan, apply.
+async fn apply(fake: &FakeApi, text: &str, o: &Options) -> Result<(k::Plan, k::Summary), k::Error> {
+    let client = fake.client(NS);
+    let mut d = desired_of(text);
+    k::observe(&client, &mut d).await?;
+    let (p, kinds) = k::plan(&client, &d, o).await?;
+    let s = k::apply(&client, &d, &p, &kinds, o, &|_| {}).await?;
+    Ok((p, s))
+}
+
+/// A cluster running the topology as first written.
+async fn running(state: &std::path::Path) -> FakeApi {
+    let fake = prepared();
+    let (p, s) = apply(&fake, STACK, &opts(state))
+        .await
+        .expect("first apply");
+    assert!(p.rollouts.is_empty(), "nothing ran yet: no rollout");
+    assert!(s.created > 0);
+    fake.clear_requests();
+    fake
+}
+
+/// `PATCH deployments/web-green` for every write, with its body.
+fn writes(fake: &FakeApi) -> Vec<(String, Value)> {
+    fake.writes()
+        .into_iter()
+        .map(|r: Recorded| {
+            let short = r
+                .path
+                .rsplit_once(&format!("/namespaces/{NS}/"))
+                .map_or(r.path.clone(), |(_, rest)| rest.to_string());
+            (format!("{} {short}", r.method), r.body)
+        })
+        .collect()
+}
+
+fn replicas(body: &Value) -> Option<i64> {
+    body.pointer("/spec/replicas").and_then(Value::as_i64)
+}
+
+fn image(body: &Value) -> Option<&str> {
+    body.pointer("/spec/template/spec/containers/0/image")
+        .and_then(Value::as_str)
+}
+
+fn track(body: &Value) -> Option<&str> {
+    body.pointer("/spec/selector/io.stackc.track")
+        .and_then(Value::as_str)
+}
+
+fn live(fake: &FakeApi, plural: &str, name: &str) -> Value {
+    fake.get(plural, NS, name)
+        .unwrap_or_else(|| panic!("{plural}/{name} exists"))
+}
+
+async fn assert_no_op(fake: &FakeApi, text: &str, state: &std::path::Path) {
+    fake.clear_requests();
+    let (p, s) = apply(fake, text, &opts(state)).await.expect("re-apply");
+    assert!(!p.has_changes(), "{}", k::render(&p));
+    assert!(p.rollouts.is_empty());
+    assert_eq!(s.created + s.updated + s.deleted, 0);
+    assert!(fake.writes().is_empty(), "{:?}", writes(fake));
+    let client = fake.client(NS);
+    let mut d = desired_of(text);
+    k::observe(&client, &mut d).await.unwrap();
+    let (items, _) = k::drift(&client, &d, &[], &opts(state)).await.unwrap();
+    assert!(items.is_empty(), "{items:?}");
+}
+
+#[tokio::test]
+async fn kube_rollout_plan_shows_the_pending_switch_and_writes_nothing() {
+    let state = tempfile::tempdir().unwrap();
+    let fake = running(state.path()).await;
+    let client = fake.client(NS);
+    let mut d = desired_of(&changed("web:1.0.0", "web:2.0.0"));
+    k::observe(&client, &mut d).await.unwrap();
+    assert_eq!(d.active.get("web").map(String::as_str), Some("blue"));
+    let (p, _) = k::plan(&client, &d, &opts(state.path())).await.unwrap();
+    assert!(fake.writes().is_empty(), "plan only reads");
+    assert_eq!(p.rollouts.len(), 1, "{}", k::render(&p));
+    let r = &p.rollouts[0];
+    assert_eq!((r.from.as_str(), r.to.as_str()), ("web-blue", "web-green"));
+    assert_eq!(r.services, vec!["web", "web-public"]);
+    let text = k::render(&p);
+    assert!(
+        text.contains("  >> rollout web (blue-green): web:1.0.0 -> web:2.0.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Deployment web-green: new template, replicas 0 -> 3; health gate 0s without traffic"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("switch Service web, web-public: selector io.stackc.track blue -> green"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Deployment web-blue: replicas 3 -> 0"),
+        "{text}"
+    );
+    // The gates that are not measured are said to be so.
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("max-error-rate and max-latency-p95 gates are not measured")),
+        "{:?}",
+        p.warnings
+    );
+    // The canary's plan: pods per step, with the rounding said.
+    let mut d = desired_of(&changed("api:1.0.0", "api:2.0.0"));
+    k::observe(&client, &mut d).await.unwrap();
+    let (p, _) = k::plan(&client, &d, &opts(state.path())).await.unwrap();
+    let text = k::render(&p);
+    assert!(
+        text.contains(
+            "step 1/3 25%: Deployment api-canary replicas -> 1 beside 3 stable (25% of the pods)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "step 2/3 50%: Deployment api-canary replicas -> 3 beside 3 stable (50% of the pods)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("step 3/3 100%: Deployment api gets the new template, then Deployment api-canary replicas -> 0"),
+        "{text}"
+    );
+    assert!(fake.writes().is_empty(), "plan only reads");
+}
+
+#[tokio::test]
+async fn kube_rollout_blue_green_switches_after_the_gate_then_reapply_is_a_no_op() {
+    let state = tempfile::tempdir().unwrap();
+    let fake = running(state.path()).await;
+    let v2 = changed("web:1.0.0", "web:2.0.0");
+    let (p, s) = apply(&fake, &v2, &opts(state.path()))
+        .await
+        .expect("rollout");
+    assert_eq!(p.rollouts.len(), 1);
+    assert_eq!(s.rollouts, 1);
+    let w = writes(&fake);
+    let names: Vec<&str> = w.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "PATCH deployments/web-green",
+            "PATCH services/web",
+            "PATCH services/web-public",
+            "PATCH services/web-preview",
+            "PATCH deployments/web-blue",
+        ],
+        "{w:#?}"
+    );
+    // Green: the new template at the service's replica count.
+    assert_eq!(replicas(&w[0].1), Some(3));
+    assert_eq!(image(&w[0].1), Some("web:2.0.0"));
+    // The switch: each Service in one patch, selector and annotation.
+    assert_eq!(track(&w[1].1), Some("green"));
+    assert_eq!(
+        w[1].1
+            .pointer("/metadata/annotations/io.stackc.rollout~1active"),
+        Some(&json!("green"))
+    );
+    assert_eq!(track(&w[2].1), Some("green"));
+    assert_eq!(track(&w[3].1), Some("blue"));
+    // Blue: scaled to 0 last.
+    assert_eq!(replicas(&w[4].1), Some(0));
+    // The gate read green's Pods between the scale-up and the switch.
+    let all: Vec<String> = fake
+        .requests()
+        .iter()
+        .map(|r| {
+            if r.is_write() {
+                format!("write {}", r.line())
+            } else {
+                r.line()
+            }
+        })
+        .collect();
+    let at = |needle: &str| {
+        all.iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or(usize::MAX)
+    };
+    let pods = all
+        .iter()
+        .position(|l| {
+            l.starts_with("GET /api/v1/namespaces/roll/pods?") && l.contains("track%3Dgreen")
+        })
+        .expect("the gate lists green's pods");
+    assert!(at("write PATCH /apis/apps/v1/namespaces/roll/deployments/web-green") < pods);
+    assert!(pods < at("write PATCH /api/v1/namespaces/roll/services/web?"));
+    assert!(at("write PATCH /api/v1/namespaces/roll/services/web?") < usize::MAX);
+    // The cluster: green serves, blue is gone.
+    assert_eq!(track(&live(&fake, "services", "web")), Some("green"));
+    assert_eq!(fake.pods(NS, "web-blue").len(), 0);
+    assert_eq!(fake.pods(NS, "web-green").len(), 3);
+    let h = hist::load_history(state.path(), "roll", "web");
+    let a = h.attempts.last().unwrap();
+    assert_eq!(a.outcome, "succeeded", "{a:?}");
+    assert_eq!(
+        (a.from_image.as_str(), a.to_image.as_str()),
+        ("web:1.0.0", "web:2.0.0")
+    );
+    assert_eq!(
+        a.steps.iter().map(|s| s.percent).collect::<Vec<_>>(),
+        [0, 100]
+    );
+    // Unchanged topology: nothing written, nothing flips back to blue.
+    assert_no_op(&fake, &v2, state.path()).await;
+    assert_eq!(track(&live(&fake, "services", "web")), Some("green"));
+    // The next version goes the other way: to blue.
+    fake.clear_requests();
+    let v3 = changed("web:1.0.0", "web:3.0.0");
+    apply(&fake, &v3, &opts(state.path()))
+        .await
+        .expect("second rollout");
+    let w = writes(&fake);
+    assert_eq!(w[0].0, "PATCH deployments/web-blue");
+    assert_eq!(
+        (replicas(&w[0].1), image(&w[0].1)),
+        (Some(3), Some("web:3.0.0"))
+    );
+    assert_eq!(track(&live(&fake, "services", "web")), Some("blue"));
+    assert_eq!(w.last().unwrap().0, "PATCH deployments/web-green");
+    assert_eq!(replicas(&w.last().unwrap().1), Some(0));
+    assert_no_op(&fake, &v3, state.path()).await;
+}
+
+#[tokio::test]
+async fn kube_rollout_canary_scales_per_step_then_promotes_stable() {
+    let state = tempfile::tempdir().unwrap();
+    let fake = running(state.path()).await;
+    let v2 = changed("api:1.0.0", "api:2.0.0");
+    apply(&fake, &v2, &opts(state.path()))
+        .await
+        .expect("rollout");
+    let w = writes(&fake);
+    let got: Vec<(&str, Option<i64>, Option<&str>)> = w
+        .iter()
+        .map(|(n, b)| (n.as_str(), replicas(b), image(b)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("PATCH deployments/api-canary", Some(1), Some("api:2.0.0")),
+            ("PATCH deployments/api-canary", Some(3), Some("api:2.0.0")),
+            ("PATCH deployments/api", Some(3), Some("api:2.0.0")),
+            ("PATCH deployments/api-canary", Some(0), Some("api:2.0.0")),
+        ],
+        "{w:#?}"
+    );
+    // Each step's gate read the canary's Pods.
+    let canary_reads = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/pods") && r.query.contains("track%3Dcanary"))
+        .count();
+    assert!(canary_reads >= 2, "{canary_reads}");
+    let h = hist::load_history(state.path(), "roll", "api");
+    let a = h.attempts.last().unwrap();
+    assert_eq!(a.outcome, "succeeded", "{a:?}");
+    assert_eq!(
+        a.steps.iter().map(|s| s.percent).collect::<Vec<_>>(),
+        [25, 50]
+    );
+    assert_eq!(fake.pods(NS, "api-canary").len(), 0);
+    assert!(
+        fake.pods(NS, "api")
+            .iter()
+            .all(|p| p.pointer("/spec/containers/0/image") == Some(&json!("api:2.0.0")))
+    );
+    assert_no_op(&fake, &v2, state.path()).await;
+}
+
+#[tokio::test]
+async fn kube_rollout_failed_gate_rolls_back() {
+    let state = tempfile::tempdir().unwrap();
+    let fake = running(state.path()).await;
+    // Blue-green: green's pods crash-loop; the gate before the switch
+    // fails, no traffic ever moved.
+    fake.crash_image("web:2.0.0");
+    let v2 = changed("web:1.0.0", "web:2.0.0");
+    let err = apply(&fake, &v2, &opts(state.path())).await.unwrap_err();
+    assert!(err.message.contains("rollout of web rolled back"), "{err}");
+    assert!(err.message.contains("restarted 1 time(s)"), "{err}");
+    assert!(err.message.contains("CrashLoopBackOff"), "{err}");
+    let w = writes(&fake);
+    let got: Vec<(&str, Option<i64>)> = w.iter().map(|(n, b)| (n.as_str(), replicas(b))).collect();
+    assert_eq!(
+        got,
+        [
+            ("PATCH deployments/web-green", Some(3)),
+            ("PATCH deployments/web-green", Some(0)),
+        ],
+        "{w:#?}"
+    );
+    assert_eq!(track(&live(&fake, "services", "web")), Some("blue"));
+    let a = hist::load_history(state.path(), "roll", "web")
+        .attempts
+        .pop()
+        .unwrap();
+    assert_eq!(a.outcome, "rolled back");
+    // Canary: the first step's gate fails; the canary goes back to 0 and
+    // the stable Deployment keeps its version.
+    fake.clear_requests();
+    fake.crash_image("api:2.0.0");
+    let v2 = changed("api:1.0.0", "api:2.0.0");
+    let err = apply(&fake, &v2, &opts(state.path())).await.unwrap_err();
+    assert!(
+        err.message
+            .contains("rollout of api rolled back: at step 1/3 25%"),
+        "{err}"
+    );
+    // (web-green, left at 0 with the version that failed, gets the
+    // topology's version back by a plain update.)
+    let w: Vec<(String, Value)> = writes(&fake)
+        .into_iter()
+        .filter(|(n, _)| n != "PATCH deployments/web-green")
+        .collect();
+    let got: Vec<(&str, Option<i64>)> = w.iter().map(|(n, b)| (n.as_str(), replicas(b))).collect();
+    assert_eq!(
+        got,
+        [
+            ("PATCH deployments/api-canary", Some(1)),
+            ("PATCH deployments/api-canary", Some(0)),
+        ],
+        "{w:#?}"
+    );
+    assert_eq!(image(&live(&fake, "deployments", "api")), Some("api:1.0.0"));
+}
+
+#[tokio::test]
+async fn kube_rollout_interrupt_after_the_switch_returns_traffic_to_stable() {
+    let state = tempfile::tempdir().unwrap();
+    let fake = running(state.path()).await;
+    let o = Options {
+        ..opts(state.path())
+    };
+    let cancel = o.cancel.clone();
+    // Ctrl-C as soon as the switch was written (during the gate after it).
+    let watcher = {
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            loop {
+                if fake
+                    .writes()
+                    .iter()
+                    .any(|r| r.path.ends_with("/services/web-preview"))
+                {
+                    cancel.store(true, Ordering::SeqCst);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let v2 = changed("web:1.0.0", "web:2.0.0");
+    let err = apply(&fake, &v2, &o).await.unwrap_err();
+    watcher.await.unwrap();
+    assert!(err.message.contains("rollout of web interrupted"), "{err}");
+    let w = writes(&fake);
+    let got: Vec<(&str, Option<&str>, Option<i64>)> = w
+        .iter()
+        .map(|(n, b)| (n.as_str(), track(b), replicas(b)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("PATCH deployments/web-green", None, Some(3)),
+            ("PATCH services/web", Some("green"), None),
+            ("PATCH services/web-public", Some("green"), None),
+            ("PATCH services/web-preview", Some("blue"), None),
+            ("PATCH services/web", Some("blue"), None),
+            ("PATCH services/web-public", Some("blue"), None),
+            ("PATCH services/web-preview", Some("green"), None),
+            ("PATCH deployments/web-green", None, Some(0)),
+        ],
+        "{w:#?}"
+    );
+    assert_eq!(fake.pods(NS, "web-blue").len(), 3);
+    let a = hist::load_history(state.path(), "roll", "web")
+        .attempts
+        .pop()
+        .unwrap();
+    assert_eq!(a.outcome, "interrupted");
+}
+
+#[tokio::test]
+async fn kube_rollout_pause_on_failure_waits_for_the_operator() {
+    let state = tempfile::tempdir().unwrap();
+    let text = STACK.replacen(
+        "steps 25 50 100\n        gate healthy-for=\"300ms\"\n        on-failure \"rollback\"",
+        "steps 25 50 100\n        gate healthy-for=\"300ms\"\n        on-failure \"pause\"",
+        1,
+    );
+    assert_ne!(text, STACK);
+    let fake = prepared();
+    apply(&fake, &text, &opts(state.path()))
+        .await
+        .expect("first apply");
+    fake.clear_requests();
+    fake.crash_image("api:2.0.0");
+    // The operator looks at the paused rollout, then aborts it.
+    let operator = {
+        let dir = state.path().to_path_buf();
+        tokio::spawn(async move {
+            loop {
+                let h = hist::load_history(&dir, "roll", "api");
+                if h.attempts.last().is_some_and(|a| a.outcome == "paused") {
+                    let a = h.attempts.last().unwrap();
+                    assert!(
+                        a.reason.as_ref().unwrap().contains("at step 1/3 25%"),
+                        "{a:?}"
+                    );
+                    hist::send_control(&dir, "roll", "api", "abort").unwrap();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let v2 = text.replacen("api:1.0.0", "api:2.0.0", 1);
+    let err = apply(&fake, &v2, &opts(state.path())).await.unwrap_err();
+    operator.await.unwrap();
+    assert!(err.message.contains("rollout of api aborted"), "{err}");
+    let got: Vec<(String, Option<i64>)> = writes(&fake)
+        .into_iter()
+        .map(|(n, b)| (n, replicas(&b)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("PATCH deployments/api-canary".to_string(), Some(1)),
+            ("PATCH deployments/api-canary".to_string(), Some(0)),
+        ]
+    );
+    let a = hist::load_history(state.path(), "roll", "api")
+        .attempts
+        .pop()
+        .unwrap();
+    assert_eq!(a.outcome, "aborted");
+}
