@@ -1200,6 +1200,9 @@ pub async fn apply(
             progress(format!("stage {}: {} object(s)", stage.name, todo.len()));
         }
         for c in todo {
+            if opts.cancel.load(Ordering::SeqCst) {
+                return Err(Error::new("interrupted before the next change"));
+            }
             let o = &desired.objects[c.object.expect("desired object")];
             let r = kinds.get(&o.api_version, &o.kind).expect("served kind");
             let mut pp = PatchParams::apply(&opts.field_manager);
@@ -1218,9 +1221,6 @@ pub async fn apply(
                 s.updated += 1;
                 progress(format!("  update {}", o.label()));
             }
-            if opts.cancel.load(Ordering::SeqCst) {
-                return Err(Error::new("interrupted"));
-            }
         }
         for r in plan.rollouts.iter().filter(|r| r.stage == si) {
             s.updated += rollout::run(client, desired, kinds, r, opts, progress).await?;
@@ -1237,6 +1237,9 @@ pub async fn apply(
         .collect();
     prune.sort_by_key(|c| std::cmp::Reverse(c.stage_index));
     for c in prune {
+        if opts.cancel.load(Ordering::SeqCst) {
+            return Err(Error::new("interrupted before the next deletion"));
+        }
         let Some(r) = kinds.get(&c.api_version, &c.kind) else {
             continue;
         };
