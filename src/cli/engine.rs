@@ -628,13 +628,6 @@ pub fn run_rollout(
         return 1;
     };
     let kube = cx.profile.kubernetes.is_some();
-    if kube && action == super::RolloutAction::Undo {
-        eprintln!(
-            "error: `rollout undo` is for Docker targets: on Kubernetes the previous colour is not kept (`{}` is a Kubernetes target)",
-            cx.profile.name
-        );
-        return 1;
-    }
     if cx
         .topology
         .service(service)
@@ -700,6 +693,9 @@ pub fn run_rollout(
                 "error: a rollout of `{service}` is running; `stackc rollout abort {service}` stops it"
             );
             return 1;
+        }
+        if kube {
+            return super::kube::rollout_undo(&cx, service);
         }
         return rollout_offline(&cx, service, true);
     }

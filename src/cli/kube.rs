@@ -375,3 +375,43 @@ pub fn rollout_abort_stopped(cx: &Context, service: &str) -> u8 {
         }
     }
 }
+
+/// `stackc rollout undo SERVICE`: all traffic back to the previous colour
+/// that keep-previous keeps, under the stack's lock.
+pub fn rollout_undo(cx: &Context, service: &str) -> u8 {
+    let Some((mut desired, target)) = setup(cx) else {
+        return 1;
+    };
+    let _lock = match Lock::acquire(&cx.state_dir, &desired.stack, "stackc rollout") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let Some(rt) = runtime() else { return 1 };
+    let opts = options(&target);
+    let result = rt.block_on(async {
+        let client = connect(&target, &desired.namespace).await?;
+        k::observe(&client, &mut desired)
+            .await
+            .map_err(|e| e.to_string())?;
+        k::rollout::undo(&client, &desired, service, &cx.state_dir, &opts, &|l| {
+            eprintln!("{l}")
+        })
+        .await
+        .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => {
+            println!(
+                "`{service}` runs its previous version again. The topology still names the new one: `stackc drift` reports it until the topology is changed back, and the next apply rolls the new version out again."
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}

@@ -834,18 +834,39 @@ fn cli_reports_an_unreachable_cluster_clearly() {
         "{}",
         r.stderr
     );
-    // Rollout commands work on Kubernetes targets, except undo (the
-    // previous colour is not kept there).
-    let r = run(stackc().args([
+    // Rollout commands work on Kubernetes targets: without a running
+    // rollout there is nothing to steer, and the history is read.
+    let state = tempfile::tempdir().unwrap();
+    let r = run(stackc().current_dir(state.path()).args([
         "rollout",
-        "undo",
+        "promote",
         "api",
-        "examples/blue-green-v2/stack.kdl",
+        root()
+            .join("examples/blue-green-v2/stack.kdl")
+            .to_str()
+            .unwrap(),
         "--target",
         "cluster",
     ]));
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("Kubernetes target"), "{}", r.stderr);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no rollout of `api` is running"),
+        "{}",
+        r.stderr
+    );
+    let r = run(stackc().current_dir(state.path()).args([
+        "rollout",
+        "history",
+        "api",
+        root()
+            .join("examples/blue-green-v2/stack.kdl")
+            .to_str()
+            .unwrap(),
+        "--target",
+        "cluster",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("api: no rollout yet"), "{}", r.stdout);
     let r = run(stackc().args([
         "rollout",
         "status",

@@ -538,3 +538,178 @@ async fn kube_rollout_pause_on_failure_waits_for_the_operator() {
         .unwrap();
     assert_eq!(a.outcome, "aborted");
 }
+
+/// The topology with blue-green keep-previous for `web`.
+fn keeping(duration: &str) -> String {
+    changed(
+        "on-failure \"rollback\"\n    }\n}\n\nservice \"api\"",
+        &format!(
+            "on-failure \"rollback\"\n        keep-previous \"{duration}\"\n    }}\n}}\n\nservice \"api\""
+        ),
+    )
+}
+
+#[tokio::test]
+async fn kube_rollout_keep_previous_keeps_the_old_colour_and_undo_returns_to_it() {
+    let state = tempfile::tempdir().unwrap();
+    let text = keeping("30m");
+    let fake = prepared();
+    apply(&fake, &text, &opts(state.path()))
+        .await
+        .expect("first apply");
+    fake.clear_requests();
+    let v2 = text.replacen("web:1.0.0", "web:2.0.0", 1);
+    let (p, _) = apply(&fake, &v2, &opts(state.path()))
+        .await
+        .expect("rollout");
+    assert!(
+        k::render(&p).contains("Deployment web-blue: kept 1800s without traffic (keep-previous), for `stackc rollout undo web`"),
+        "{}",
+        k::render(&p)
+    );
+    let w = writes(&fake);
+    let names: Vec<&str> = w.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "PATCH deployments/web-green",
+            "PATCH services/web",
+            "PATCH services/web-public",
+            "PATCH services/web-preview",
+            "PATCH services/web",
+        ],
+        "blue is not scaled down: {w:#?}"
+    );
+    let until = w[4]
+        .1
+        .pointer("/metadata/annotations/io.stackc.rollout~1previous-kept-until")
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<u64>().ok())
+        .expect("the Service says until when");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(until > now + 1790 && until <= now + 1800, "{until} {now}");
+    assert_eq!(track(&w[4].1), Some("green"));
+    assert_eq!(fake.pods(NS, "web-blue").len(), 3);
+    let a = hist::load_history(state.path(), "roll", "web")
+        .attempts
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (a.outcome.as_str(), a.kept_until),
+        ("succeeded", Some(until))
+    );
+    // While kept: no change, no write, no drift; plan says it is kept.
+    assert_no_op(&fake, &v2, state.path()).await;
+    let client = fake.client(NS);
+    let mut d = desired_of(&v2);
+    k::observe(&client, &mut d).await.unwrap();
+    let (p, _) = k::plan(&client, &d, &opts(state.path())).await.unwrap();
+    let text_plan = k::render(&p);
+    assert!(
+        text_plan.contains("=  Deployment web-blue [")
+            && text_plan.contains("previous version kept until"),
+        "{text_plan}"
+    );
+    // Undo: traffic back on blue at once, then green to 0.
+    fake.clear_requests();
+    k::rollout::undo(
+        &client,
+        &d,
+        "web",
+        state.path(),
+        &opts(state.path()),
+        &|_| {},
+    )
+    .await
+    .expect("undo");
+    let w = writes(&fake);
+    let got: Vec<(&str, Option<&str>, Option<i64>)> = w
+        .iter()
+        .map(|(n, b)| (n.as_str(), track(b), replicas(b)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("PATCH services/web", Some("blue"), None),
+            ("PATCH services/web-public", Some("blue"), None),
+            ("PATCH services/web-preview", Some("green"), None),
+            ("PATCH deployments/web-green", None, Some(0)),
+        ],
+        "{w:#?}"
+    );
+    assert!(
+        w[0].1
+            .pointer("/metadata/annotations/io.stackc.rollout~1previous-kept-until")
+            .is_none()
+    );
+    assert!(
+        fake.pods(NS, "web-blue")
+            .iter()
+            .all(|p| p.pointer("/spec/containers/0/image") == Some(&json!("web:1.0.0")))
+    );
+    let a = hist::load_history(state.path(), "roll", "web")
+        .attempts
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (
+            a.strategy.as_str(),
+            a.from_image.as_str(),
+            a.to_image.as_str()
+        ),
+        ("undo", "web:2.0.0", "web:1.0.0")
+    );
+    // Nothing is kept any more; the topology still names 2.0.0: the next
+    // apply rolls it out again.
+    let mut d = desired_of(&v2);
+    k::observe(&client, &mut d).await.unwrap();
+    let err = k::rollout::undo(
+        &client,
+        &d,
+        "web",
+        state.path(),
+        &opts(state.path()),
+        &|_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message.contains("no previous version of `web` is kept"),
+        "{err}"
+    );
+    let (p, _) = k::plan(&client, &d, &opts(state.path())).await.unwrap();
+    assert_eq!(p.rollouts.len(), 1, "{}", k::render(&p));
+    assert_eq!(p.rollouts[0].switch, Some(("blue".into(), "green".into())));
+}
+
+#[tokio::test]
+async fn kube_rollout_kept_colour_is_scaled_down_once_its_time_is_up() {
+    let state = tempfile::tempdir().unwrap();
+    let text = keeping("1s");
+    let fake = prepared();
+    apply(&fake, &text, &opts(state.path()))
+        .await
+        .expect("first apply");
+    let v2 = text.replacen("web:1.0.0", "web:2.0.0", 1);
+    apply(&fake, &v2, &opts(state.path()))
+        .await
+        .expect("rollout");
+    assert_eq!(fake.pods(NS, "web-blue").len(), 3);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    fake.clear_requests();
+    let (p, _) = apply(&fake, &v2, &opts(state.path())).await.expect("apply");
+    assert!(p.rollouts.is_empty());
+    let w = writes(&fake);
+    let mut names: Vec<&str> = w.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["PATCH deployments/web-blue", "PATCH services/web"],
+        "{w:#?}"
+    );
+    assert_eq!(fake.pods(NS, "web-blue").len(), 0);
+    assert_no_op(&fake, &v2, state.path()).await;
+}

@@ -113,6 +113,9 @@ pub struct Desired {
     /// Blue-green service -> the colour the manifests make active (blue
     /// until [`observe`] read the cluster).
     pub active: BTreeMap<String, String>,
+    /// Deployments of a previous colour kept by `keep-previous`, with the
+    /// unix time they are kept until.
+    pub kept: BTreeMap<String, u64>,
 }
 
 impl Desired {
@@ -362,6 +365,7 @@ pub fn desired(t: &Topology, g: &Graph, profile: &Profile) -> Result<Desired, St
         objects,
         rollouts,
         active,
+        kept: BTreeMap::new(),
         secrets: secrets
             .into_iter()
             .map(|(name, users)| SecretRef {
@@ -745,6 +749,9 @@ pub enum Action {
     Skip,
     /// Exists without the stack's labels: used as it is, never changed.
     External,
+    /// The previous colour of a blue-green rollout, kept running without
+    /// traffic for `keep-previous`: left as it is until the time is up.
+    Kept,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -782,6 +789,8 @@ pub struct Plan {
     /// Rollouts the apply runs instead of updating those Deployments in
     /// place.
     pub rollouts: Vec<rollout::Pending>,
+    /// Kept previous colours (Deployment -> unix time kept until).
+    pub kept: BTreeMap<String, u64>,
     pub warnings: Vec<String>,
     pub errors: Vec<String>,
 }
@@ -908,6 +917,7 @@ pub async fn plan(
         namespace: desired.namespace.clone(),
         changes: Vec::new(),
         rollouts: Vec::new(),
+        kept: desired.kept.clone(),
         warnings: Vec::new(),
         errors: Vec::new(),
     };
@@ -949,6 +959,14 @@ pub async fn plan(
                 .any(|r| r.deployments.contains(&o.name))
         {
             rollout_live.insert(o.name.clone(), live.clone());
+        }
+        if o.kind == "Deployment"
+            && desired.kept.contains_key(&o.name)
+            && owned_by(&live, &desired.stack)
+            && live.pointer("/spec/replicas").and_then(Value::as_i64) > Some(0)
+        {
+            p.changes.push(change(desired, o, i, Action::Kept));
+            continue;
         }
         if !owned_by(&live, &desired.stack) {
             if o.kind == "Namespace" {
@@ -1067,6 +1085,13 @@ pub async fn plan(
     Ok((p, kinds))
 }
 
+/// When a kept Deployment's time is up, as `HH:MM:SS UTC`.
+fn desired_clock(p: &Plan, name: &str) -> String {
+    p.kept
+        .get(name)
+        .map_or_else(|| "?".to_string(), |t| crate::plan::clock(*t))
+}
+
 fn show_value(v: Option<&Value>) -> String {
     match v {
         None => "(unset)".into(),
@@ -1102,6 +1127,14 @@ pub fn render(p: &Plan) -> String {
             Action::External => (
                 "=",
                 "exists without the stack's labels: used as it is, never changed".to_string(),
+            ),
+            Action::Kept => (
+                "=",
+                format!(
+                    "previous version kept until {} (`stackc rollout undo {}`); no change",
+                    desired_clock(p, &c.name),
+                    c.component
+                ),
             ),
             Action::Unchanged => continue,
         };
@@ -1168,7 +1201,9 @@ pub async fn apply(
         )));
     }
     let mut s = Summary {
-        unchanged: plan.count(Action::Unchanged) + plan.count(Action::External),
+        unchanged: plan.count(Action::Unchanged)
+            + plan.count(Action::External)
+            + plan.count(Action::Kept),
         skipped: plan.count(Action::Skip),
         ..Summary::default()
     };
@@ -1445,6 +1480,13 @@ pub async fn drift(
             items.push(item(o, "object".into(), "present".into(), "missing".into()));
             continue;
         };
+        // A previous colour kept by keep-previous is not drift while kept.
+        if o.kind == "Deployment"
+            && desired.kept.contains_key(&o.name)
+            && live.pointer("/spec/replicas").and_then(Value::as_i64) > Some(0)
+        {
+            continue;
+        }
         if !owned_by(&live, &desired.stack) {
             if o.kind != "Namespace" {
                 items.push(item(

@@ -20,7 +20,10 @@
 //!   traffic; then `NAME` (and `NAME-public`) switch to it, one patch per
 //!   Service, with `NAME-preview` on the old colour; the gate is held again
 //!   with all traffic, while the old colour still runs (an instant way
-//!   back); then the old colour is scaled to 0. A Service selector moves
+//!   back); then the old colour is scaled to 0, or, with `keep-previous`,
+//!   kept running without traffic until the time the Service `NAME` records
+//!   (`io.stackc.rollout/previous-kept-until`; plan lists it as kept, drift
+//!   ignores it, [`undo`] switches back to it). A Service selector moves
 //!   all traffic at once, so the policy's intermediate steps are not
 //!   separate weights: they are reported, and the gate is held before and
 //!   after the switch.
@@ -72,6 +75,9 @@ use crate::targets::kubernetes::{LABEL_TRACK, derived_name};
 
 /// The Service annotation naming the colour that has the traffic.
 pub const ANNOTATION_ACTIVE: &str = "io.stackc.rollout/active";
+/// The Service annotation saying until when (unix seconds) the previous
+/// colour is kept running by `keep-previous`.
+pub const ANNOTATION_KEPT: &str = "io.stackc.rollout/previous-kept-until";
 
 /// A service whose Deployments a rollout drives.
 #[derive(Debug, Clone)]
@@ -167,6 +173,8 @@ pub fn specs(
 pub struct Live {
     /// Blue-green service -> the colour its Service `NAME` selects.
     pub active: BTreeMap<String, String>,
+    /// Blue-green service -> until when its previous colour is kept.
+    pub kept: BTreeMap<String, u64>,
 }
 
 /// Read the active colour of every blue-green service: the annotation of
@@ -186,6 +194,11 @@ pub async fn read_live(client: &Client, desired: &Desired) -> Result<Live, Error
                 .map(|s| serde_json::to_value(s).unwrap_or_default())
                 .filter(|v| owned_by(v, &desired.stack))
                 .and_then(|v| {
+                    if let Some(t) = str_at(&v, &["metadata", "annotations", ANNOTATION_KEPT])
+                        .and_then(|t| t.parse::<u64>().ok())
+                    {
+                        live.kept.insert(spec.service.clone(), t);
+                    }
                     [
                         str_at(&v, &["metadata", "annotations", ANNOTATION_ACTIVE]),
                         str_at(&v, &["spec", "selector", LABEL_TRACK]),
@@ -236,6 +249,12 @@ fn recolour(o: &Object, spec: &Spec, colour: &str) -> Option<Value> {
         "Service" if spec.main.as_ref() == Some(&o.name) => {
             body["spec"]["selector"][LABEL_TRACK] = json!(colour);
             body["metadata"]["annotations"][ANNOTATION_ACTIVE] = json!(colour);
+            if let Some(a) = body
+                .pointer_mut("/metadata/annotations")
+                .and_then(Value::as_object_mut)
+            {
+                a.remove(ANNOTATION_KEPT);
+            }
         }
         "Service" if spec.public.as_ref() == Some(&o.name) => {
             body["spec"]["selector"][LABEL_TRACK] = json!(colour);
@@ -249,8 +268,11 @@ fn recolour(o: &Object, spec: &Spec, colour: &str) -> Option<Value> {
 }
 
 /// Make the manifests of every blue-green service say what the cluster
-/// runs: the live active colour carries the replicas and the traffic.
+/// runs: the live active colour carries the replicas and the traffic; a
+/// previous colour kept by `keep-previous`, until its time is up, is left
+/// as it runs (plan: `= kept`) and the Service keeps saying until when.
 pub fn set_live(desired: &mut Desired, live: &Live) {
+    let now = hist::now();
     for spec in desired.rollouts.clone() {
         if !spec.blue_green() {
             continue;
@@ -260,14 +282,27 @@ pub fn set_live(desired: &mut Desired, live: &Live) {
             .get(&spec.service)
             .map_or("blue", String::as_str)
             .to_string();
+        let kept = live.kept.get(&spec.service).copied().filter(|t| *t > now);
         for o in desired
             .objects
             .iter_mut()
             .filter(|o| o.component == spec.service)
         {
-            if let Some(b) = recolour(o, &spec, &colour) {
+            if let Some(mut b) = recolour(o, &spec, &colour) {
+                if let Some(t) = kept
+                    && spec.main.as_ref() == Some(&o.name)
+                {
+                    b["metadata"]["annotations"][ANNOTATION_KEPT] = json!(t.to_string());
+                }
                 o.body = b;
             }
+        }
+        for d in &spec.deployments {
+            desired.kept.remove(d);
+        }
+        if let Some(t) = kept {
+            let previous = &spec.deployments[usize::from(colour != "green")];
+            desired.kept.insert(previous.clone(), t);
         }
         desired.active.insert(spec.service.clone(), colour);
     }
@@ -326,6 +361,9 @@ pub struct Pending {
     pub steps: Vec<PlannedStep>,
     /// Seconds each gate is held.
     pub gate_secs: u64,
+    /// Blue-green with keep-previous: seconds the old colour is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_secs: Option<u64>,
     /// Indices into `Desired::objects` the rollout writes (the plain apply
     /// leaves them alone).
     #[serde(skip)]
@@ -403,10 +441,10 @@ pub fn pending(
                 spec.service
             ));
         }
-        if spec.policy.keep_previous.is_some() {
+        if spec.policy.keep_previous.is_some() && spec.main.is_none() {
             warnings.push(format!(
-                "rollout of `{}`: keep-previous is not implemented on Kubernetes; the previous colour is scaled to 0 once the rollout passed",
-                spec.service
+                "rollout of `{}`: keep-previous needs the Service `{}` (the service has no port) to record until when; the previous colour is scaled to 0 once the rollout passed",
+                spec.service, spec.service
             ));
         }
         let index = |kind: &str, name: &str| {
@@ -497,6 +535,12 @@ pub fn pending(
             replicas: spec.replicas,
             steps,
             gate_secs: gate_window(&spec.policy).as_secs(),
+            keep_secs: spec
+                .policy
+                .keep_previous
+                .as_ref()
+                .filter(|_| spec.blue_green() && spec.main.is_some())
+                .map(|d| d.millis / 1000),
             stage: desired_carrying.map_or(0, |o| o.stage),
             objects,
         });
@@ -524,10 +568,16 @@ pub fn render(pending: &[Pending]) -> String {
                     p.gate_secs
                 ));
             }
-            out.push_str(&format!(
-                "       Deployment {}: replicas {} -> 0\n",
-                p.from, p.replicas
-            ));
+            match p.keep_secs {
+                Some(secs) => out.push_str(&format!(
+                    "       Deployment {}: kept {secs}s without traffic (keep-previous), for `stackc rollout undo {}`\n",
+                    p.from, p.service
+                )),
+                None => out.push_str(&format!(
+                    "       Deployment {}: replicas {} -> 0\n",
+                    p.from, p.replicas
+                )),
+            }
         } else {
             let total = p.steps.len();
             for (i, s) in p.steps.iter().enumerate() {
@@ -976,6 +1026,26 @@ impl Runner<'_> {
                 switch_secs,
             })
         });
+        // keep-previous: the old colour runs on without traffic; the
+        // Service says until when.
+        if let (Some(secs), Some(main)) = (pending.keep_secs, &spec.main) {
+            let (mi, m) = find(desired, "Service", main)?;
+            let mut body = after(m);
+            let until = hist::now() + secs;
+            body["metadata"]["annotations"][ANNOTATION_KEPT] = json!(until.to_string());
+            self.write(
+                mi,
+                &body,
+                &format!(
+                    "previous version ({from}) kept until {}",
+                    crate::plan::clock(until)
+                ),
+            )
+            .await
+            .map_err(failed)?;
+            self.update(|a| a.kept_until = Some(until));
+            return Ok(());
+        }
         self.write(
             ai,
             &a_after,
@@ -1401,6 +1471,134 @@ pub fn settle(state_dir: &Path, desired: &Desired) -> Result<(), String> {
         hist::save_history(state_dir, &desired.stack, &h)?;
     }
     Ok(())
+}
+
+/// `stackc rollout undo SERVICE`: all traffic back to the previous colour
+/// kept by keep-previous (one patch per Service), then the colour that had
+/// it scaled to 0. `desired` has the live colours ([`super::observe`]).
+/// The previous colour keeps its version: the topology still names the
+/// new one, so drift reports it and the next apply rolls it out again.
+pub async fn undo(
+    client: &Client,
+    desired: &Desired,
+    service: &str,
+    state_dir: &Path,
+    opts: &Options,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<(), Error> {
+    let spec = desired
+        .rollouts
+        .iter()
+        .find(|s| s.service == service && s.blue_green())
+        .cloned()
+        .ok_or_else(|| {
+            Error::new(format!(
+                "`{service}` has no blue-green rollout on Kubernetes (undo returns to the colour keep-previous keeps)"
+            ))
+        })?;
+    let active = desired
+        .active
+        .get(service)
+        .cloned()
+        .unwrap_or_else(|| "blue".into());
+    let previous = other(&active);
+    let (kept_name, new_name) = if previous == "blue" {
+        (&spec.deployments[0], &spec.deployments[1])
+    } else {
+        (&spec.deployments[1], &spec.deployments[0])
+    };
+    let no_kept = || {
+        Error::new(format!(
+            "no previous version of `{service}` is kept (keep-previous keeps it after a blue-green rollout, for a time)"
+        ))
+    };
+    if !desired.kept.contains_key(kept_name) {
+        return Err(no_kept());
+    }
+    let kinds = super::discover(client, desired).await?;
+    let deployments: Api<apps::Deployment> = Api::namespaced(client.clone(), &desired.namespace);
+    let mut images = Vec::new();
+    for name in [kept_name, new_name] {
+        let v = deployments
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::from_kube(&format!("Deployment {name}"), e))?
+            .map(|d| serde_json::to_value(d).unwrap_or_default())
+            .filter(|v| owned_by(v, &desired.stack))
+            .ok_or_else(no_kept)?;
+        if name == kept_name {
+            if v.pointer("/spec/replicas").and_then(Value::as_i64) <= Some(0) {
+                return Err(no_kept());
+            }
+            if let Some(why) = super::not_available("Deployment", &v) {
+                return Err(Error::new(format!(
+                    "the kept previous version of `{service}` (Deployment {name}) is not available, nothing was changed: {why}"
+                )));
+            }
+        }
+        images.push(first_image(&v));
+    }
+    let mut back = desired.clone();
+    let mut live = Live::default();
+    live.active
+        .insert(service.to_string(), previous.to_string());
+    set_live(&mut back, &live);
+    let mut r = Runner {
+        client,
+        desired: &back,
+        kinds: &kinds,
+        opts,
+        progress,
+        spec: &spec,
+        history: None,
+        written: Default::default(),
+        switched: true,
+    };
+    let t = Instant::now();
+    for name in [&spec.main, &spec.public, &spec.preview]
+        .into_iter()
+        .flatten()
+    {
+        let (i, o) = find(&back, "Service", name).map_err(|(_, e)| Error::new(e))?;
+        let to = if spec.preview.as_ref() == Some(name) {
+            active.as_str()
+        } else {
+            previous
+        };
+        let body = apply_body(&back, o);
+        r.write(i, &body, &format!("selector {LABEL_TRACK} -> {to}"))
+            .await?;
+    }
+    let switch_secs = t.elapsed().as_secs_f64();
+    progress(format!(
+        "all traffic of {service} on the previous version ({}, {previous}) in {:.0} ms",
+        images[0],
+        switch_secs * 1000.0
+    ));
+    let (i, o) = find(&back, "Deployment", new_name).map_err(|(_, e)| Error::new(e))?;
+    let body = apply_body(&back, o);
+    r.write(i, &body, "replicas 0").await?;
+    let mut history = hist::load_history(state_dir, &desired.stack, service);
+    history.attempts.push(Attempt {
+        started: hist::now(),
+        finished: Some(hist::now()),
+        strategy: "undo".into(),
+        from_image: images[1].clone(),
+        to_image: images[0].clone(),
+        outcome: "succeeded".into(),
+        reason: Some("the previous version was restored by `stackc rollout undo`".into()),
+        steps: vec![StepRecord {
+            percent: 100,
+            requests: 0,
+            errors: 0,
+            p95_ms: None,
+            switch_secs,
+        }],
+        percent: None,
+        kept_until: None,
+        track: Some(previous.into()),
+    });
+    hist::save_history(state_dir, &desired.stack, &history).map_err(Error::new)
 }
 
 #[cfg(test)]
