@@ -713,3 +713,117 @@ async fn kube_rollout_kept_colour_is_scaled_down_once_its_time_is_up() {
     assert_eq!(fake.pods(NS, "web-blue").len(), 0);
     assert_no_op(&fake, &v2, state.path()).await;
 }
+
+#[tokio::test]
+async fn kube_rollout_abort_after_a_killed_apply_returns_traffic_to_stable() {
+    let state = tempfile::tempdir().unwrap();
+    let fake = running(state.path()).await;
+    // stackc is killed (the task dropped, nothing runs after) once the
+    // switch to green was sent.
+    let v2 = changed("web:1.0.0", "web:2.0.0");
+    let task = {
+        let (fake, v2, o) = (fake.clone(), v2.clone(), opts(state.path()));
+        tokio::spawn(async move { apply(&fake, &v2, &o).await.map(|_| ()) })
+    };
+    while !fake
+        .writes()
+        .iter()
+        .any(|r| r.path.ends_with("/services/web-preview"))
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_eq!(track(&live(&fake, "services", "web")), Some("green"));
+    let a = hist::load_history(state.path(), "roll", "web")
+        .attempts
+        .pop()
+        .unwrap();
+    assert_eq!(
+        (a.outcome.as_str(), a.track.as_deref()),
+        ("running", Some("green"))
+    );
+    // `stackc rollout abort web` without its apply.
+    fake.clear_requests();
+    let client = fake.client(NS);
+    let mut d = desired_of(&v2);
+    k::observe(&client, &mut d).await.unwrap();
+    k::rollout::abort_stopped(&client, &mut d, "web", state.path(), &opts(state.path()))
+        .await
+        .expect("abort");
+    let got: Vec<(String, Option<String>, Option<i64>)> = writes(&fake)
+        .into_iter()
+        .map(|(n, b)| (n, track(&b).map(str::to_string), replicas(&b)))
+        .collect();
+    let want: Vec<(String, Option<String>, Option<i64>)> = [
+        ("PATCH services/web", Some("blue"), None),
+        ("PATCH services/web-public", Some("blue"), None),
+        ("PATCH services/web-preview", Some("green"), None),
+        ("PATCH deployments/web-green", None, Some(0)),
+    ]
+    .into_iter()
+    .map(|(n, t, r)| (n.to_string(), t.map(str::to_string), r))
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(fake.pods(NS, "web-blue").len(), 3);
+    let a = hist::load_history(state.path(), "roll", "web")
+        .attempts
+        .pop()
+        .unwrap();
+    assert_eq!(a.outcome, "aborted");
+    // The next apply starts the rollout over.
+    let (p, _) = apply(&fake, &v2, &opts(state.path())).await.expect("again");
+    assert_eq!(p.rollouts.len(), 1);
+    let h = hist::load_history(state.path(), "roll", "web");
+    assert_eq!(h.attempts.last().unwrap().outcome, "succeeded");
+}
+
+#[test]
+fn kube_rollout_cli_reads_the_history_on_a_kubernetes_target() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("stack.kdl"), STACK).unwrap();
+    std::fs::create_dir(dir.path().join("targets")).unwrap();
+    std::fs::write(
+        dir.path().join("targets/cluster.kdl"),
+        "target \"cluster\" {\n    kubernetes field-manager=\"stackc\"\n    state-dir \".stackc\"\n}\n",
+    )
+    .unwrap();
+    let state = dir.path().join(".stackc");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let fake = prepared();
+        apply(&fake, STACK, &opts(&state)).await.unwrap();
+        let v2 = changed("api:1.0.0", "api:2.0.0");
+        apply(&fake, &v2, &opts(&state)).await.unwrap();
+    });
+    let run = |args: &[&str]| {
+        crate::support::run(
+            crate::support::stackc()
+                .current_dir(dir.path())
+                .args(args)
+                .args(["stack.kdl", "--target", "cluster"]),
+        )
+    };
+    let r = run(&["rollout", "history", "api"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("#1 canary api:1.0.0 -> api:2.0.0: succeeded"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains(" 25%: "), "{}", r.stdout);
+    let r = run(&["rollout", "status", "api", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["attempts"][0]["outcome"], json!("succeeded"));
+    assert_eq!(v["attempts"][0]["track"], json!("canary"));
+    // Nothing runs: nothing to steer.
+    let r = run(&["rollout", "pause", "api"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("no rollout of `api` is running"),
+        "{}",
+        r.stderr
+    );
+}
