@@ -176,7 +176,7 @@ pub(crate) fn save_history(state_dir: &Path, stack: &str, h: &History) -> Result
 }
 
 /// Requests to the new version seen in a balancer log line.
-fn parse_line(line: &str, next: &[String]) -> Option<(bool, Option<f64>)> {
+pub(crate) fn parse_line(line: &str, next: &[String]) -> Option<(bool, Option<f64>)> {
     // A value may hold ", "-separated retries: it runs to the next key=.
     let words: Vec<&str> = line.split_whitespace().collect();
     let field = |key: &str| -> Option<String> {
@@ -1070,7 +1070,7 @@ fn gate_line(
 
 /// Now as unix seconds and as an RFC 3339 UTC timestamp with nanoseconds,
 /// the form Docker gives log lines.
-fn chrono_now() -> (i64, String) {
+pub(crate) fn chrono_now() -> (i64, String) {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -39,9 +39,15 @@ service "api" tier="app" {
     health http="/health" port=9000
     rollout "canary" {
         steps 25 50 100
-        gate healthy-for="300ms"
+        gate healthy-for="300ms" max-latency-p95="1s"
         on-failure "rollback"
     }
+}
+
+balancer "edge" tier="app" {
+    listen 80 public=#true
+    route "/" to="web"
+    route "/api" to="api"
 }
 "#;
 
@@ -193,19 +199,26 @@ async fn kube_rollout_plan_shows_the_pending_switch_and_writes_nothing() {
         text.contains("Deployment web-blue: replicas 3 -> 0"),
         "{text}"
     );
-    // The gates that are not measured are said to be so.
+    // Blue-green behind a balancer: its access log measures the gates
+    // after the switch.
     assert!(
-        p.warnings
-            .iter()
-            .any(|w| w.contains("max-error-rate and max-latency-p95 gates are not measured")),
-        "{:?}",
-        p.warnings
+        text.contains("health gate 0s with all traffic, error rate and p95 from the access log of balancer edge"),
+        "{text}"
     );
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     // The canary's plan: pods per step, with the rounding said.
     let mut d = desired_of(&changed("api:1.0.0", "api:2.0.0"));
     k::observe(&client, &mut d).await.unwrap();
     let (p, _) = k::plan(&client, &d, &opts(state.path())).await.unwrap();
     let text = k::render(&p);
+    // A canary's tracks share the Service address: not measured, said so.
+    assert!(
+        p.warnings.iter().any(|w| w.contains(
+            "rollout of `api`: the max-error-rate and max-latency-p95 gates are not measured (a balancer reaches both tracks of a canary through one Service address"
+        )),
+        "{:?}",
+        p.warnings
+    );
     assert!(
         text.contains(
             "step 1/3 25%: Deployment api-canary replicas -> 1 beside 3 stable (25% of the pods)"
@@ -230,9 +243,12 @@ async fn kube_rollout_blue_green_switches_after_the_gate_then_reapply_is_a_no_op
     let state = tempfile::tempdir().unwrap();
     let fake = running(state.path()).await;
     let v2 = changed("web:1.0.0", "web:2.0.0");
+    // Clients keep using the balancer: 20 fast answers once green serves.
+    let clients = after_the_switch(&fake, 20, 200, "0.004");
     let (p, s) = apply(&fake, &v2, &opts(state.path()))
         .await
         .expect("rollout");
+    clients.await.unwrap();
     assert_eq!(p.rollouts.len(), 1);
     assert_eq!(s.rollouts, 1);
     let w = writes(&fake);
@@ -302,6 +318,12 @@ async fn kube_rollout_blue_green_switches_after_the_gate_then_reapply_is_a_no_op
     assert_eq!(
         a.steps.iter().map(|s| s.percent).collect::<Vec<_>>(),
         [0, 100]
+    );
+    // The gate after the switch measured the balancer's requests to web's
+    // Service address (and not those to api's).
+    assert_eq!(
+        (a.steps[1].requests, a.steps[1].errors, a.steps[1].p95_ms),
+        (20, 0, Some(4))
     );
     // Unchanged topology: nothing written, nothing flips back to blue.
     assert_no_op(&fake, &v2, state.path()).await;
@@ -487,8 +509,8 @@ async fn kube_rollout_interrupt_after_the_switch_returns_traffic_to_stable() {
 async fn kube_rollout_pause_on_failure_waits_for_the_operator() {
     let state = tempfile::tempdir().unwrap();
     let text = STACK.replacen(
-        "steps 25 50 100\n        gate healthy-for=\"300ms\"\n        on-failure \"rollback\"",
-        "steps 25 50 100\n        gate healthy-for=\"300ms\"\n        on-failure \"pause\"",
+        "steps 25 50 100\n        gate healthy-for=\"300ms\" max-latency-p95=\"1s\"\n        on-failure \"rollback\"",
+        "steps 25 50 100\n        gate healthy-for=\"300ms\" max-latency-p95=\"1s\"\n        on-failure \"pause\"",
         1,
     );
     assert_ne!(text, STACK);
@@ -826,4 +848,95 @@ fn kube_rollout_cli_reads_the_history_on_a_kubernetes_target() {
         "{}",
         r.stderr
     );
+}
+
+/// Once the switch of `web` was sent, the balancer's pod logs `n`
+/// requests to web's Service address with `status`, and as many to api's
+/// (which must not count).
+fn after_the_switch(
+    fake: &FakeApi,
+    n: usize,
+    status: u16,
+    time: &str,
+) -> tokio::task::JoinHandle<()> {
+    let (fake, time) = (fake.clone(), time.to_string());
+    tokio::spawn(async move {
+        while !fake
+            .writes()
+            .iter()
+            .any(|r| r.path.ends_with("/services/web-preview"))
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let ip = |svc: &str| {
+            fake.get("services", NS, svc)
+                .and_then(|v| v.pointer("/spec/clusterIP").cloned())
+                .and_then(|v| v.as_str().map(str::to_string))
+                .expect("a cluster IP")
+        };
+        let (web, api) = (ip("web"), ip("api"));
+        assert_ne!(web, api);
+        let pod = fake.pods(NS, "edge")[0]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for _ in 0..n {
+            for (addr, port, code) in [(&web, 8080, status), (&api, 9000, 500)] {
+                fake.log(
+                    NS,
+                    &pod,
+                    &format!(
+                        r#"10.0.0.1 [2026-01-01T00:00:00+00:00] "GET / HTTP/1.1" {code} 9 upstream={addr}:{port} upstream_status={code} request_time={time} upstream_time={time}"#
+                    ),
+                );
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn kube_rollout_error_rate_from_the_balancer_log_rolls_back_after_the_switch() {
+    let state = tempfile::tempdir().unwrap();
+    let fake = running(state.path()).await;
+    let v2 = changed("web:1.0.0", "web:2.0.0");
+    // Green is ready and does not restart, but answers 5xx.
+    let clients = after_the_switch(&fake, 10, 503, "0.002");
+    let err = apply(&fake, &v2, &opts(state.path())).await.unwrap_err();
+    clients.await.unwrap();
+    assert!(
+        err.message.contains(
+            "rollout of web rolled back: at the gate after the switch to green: error rate 1.000 above the gate 0.05 (10 of 10 requests)"
+        ),
+        "{err}"
+    );
+    let got: Vec<(String, Option<String>, Option<i64>)> = writes(&fake)
+        .into_iter()
+        .map(|(n, b)| (n, track(&b).map(str::to_string), replicas(&b)))
+        .collect();
+    let want: Vec<(String, Option<String>, Option<i64>)> = [
+        ("PATCH deployments/web-green", None, Some(3)),
+        ("PATCH services/web", Some("green"), None),
+        ("PATCH services/web-public", Some("green"), None),
+        ("PATCH services/web-preview", Some("blue"), None),
+        ("PATCH services/web", Some("blue"), None),
+        ("PATCH services/web-public", Some("blue"), None),
+        ("PATCH services/web-preview", Some("green"), None),
+        ("PATCH deployments/web-green", None, Some(0)),
+    ]
+    .into_iter()
+    .map(|(n, t, r)| (n.to_string(), t.map(str::to_string), r))
+    .collect();
+    assert_eq!(got, want);
+    // The balancer's log was read through the API.
+    assert!(fake.requests().iter().any(|r| {
+        r.path.starts_with("/api/v1/namespaces/roll/pods/edge-")
+            && r.path.ends_with("/log")
+            && r.query.contains("timestamps=true")
+    }));
+    let a = hist::load_history(state.path(), "roll", "web")
+        .attempts
+        .pop()
+        .unwrap();
+    assert_eq!(a.outcome, "rolled back");
+    assert_eq!((a.steps[1].requests, a.steps[1].errors), (10, 10));
 }

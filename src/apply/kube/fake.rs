@@ -19,6 +19,9 @@
 //! later read finds them restarted once more and not ready
 //! (`CrashLoopBackOff`). The Deployment's status is not changed by it (its
 //! Pods started), so only something that reads the Pods notices.
+//! [`FakeApi::log`] appends a line to a Pod's log (served by
+//! `GET .../pods/NAME/log`, with the kubelet's RFC 3339 timestamps when
+//! asked). A created Service gets a cluster IP, as from the API server.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -80,6 +83,8 @@ struct State {
     crashing: BTreeSet<String>,
     /// Reads of each Pod (namespace, name), for crash-looping ones.
     pod_reads: BTreeMap<(String, String), i64>,
+    /// Log lines of each Pod (namespace, name), with their timestamps.
+    logs: BTreeMap<(String, String), Vec<String>>,
     version: u64,
 }
 
@@ -219,6 +224,17 @@ impl FakeApi {
         self.lock().never_ready.insert(name.to_string());
     }
 
+    /// Append `line` to the log of Pod `pod`, stamped now (RFC 3339 UTC
+    /// with nanoseconds, as the kubelet stamps them).
+    pub fn log(&self, namespace: &str, pod: &str, line: &str) {
+        let (_, now) = crate::apply::rollout::chrono_now();
+        self.lock()
+            .logs
+            .entry((namespace.to_string(), pod.to_string()))
+            .or_default()
+            .push(format!("{now} {line}"));
+    }
+
     /// The Pods running `image` crash-loop (see the module docs).
     pub fn crash_image(&self, image: &str) {
         self.lock().crashing.insert(image.to_string());
@@ -339,12 +355,58 @@ impl FakeApi {
                 (k.to_string(), decode(v))
             })
             .collect();
+        if let Some((code, text)) = self.pod_log(&method, &path, &q) {
+            return Response::builder()
+                .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+                .header("content-type", "text/plain")
+                .body(Body::from(text.into_bytes()))
+                .expect("response");
+        }
         let (code, value) = self.route(&method, &path, &q, &accept, &bytes);
         Response::builder()
             .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
             .header("content-type", "application/json")
             .body(Body::from(serde_json::to_vec(&value).unwrap_or_default()))
             .expect("response")
+    }
+
+    /// `GET /api/v1/namespaces/NS/pods/NAME/log`: the lines logged so far
+    /// (`timestamps=true`: with their timestamps).
+    fn pod_log(
+        &self,
+        method: &str,
+        path: &str,
+        q: &BTreeMap<String, String>,
+    ) -> Option<(u16, String)> {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let ["api", "v1", "namespaces", ns, "pods", name, "log"] = segs.as_slice() else {
+            return None;
+        };
+        if method != "GET" {
+            return Some((405, format!("{method} is not supported on pods/log")));
+        }
+        let st = self.lock();
+        let key = ("pods".to_string(), ns.to_string(), name.to_string());
+        if !st.objects.contains_key(&key) {
+            return Some((404, format!("pods \"{name}\" not found")));
+        }
+        let stamped = q.get("timestamps").is_some_and(|t| t == "true");
+        let mut out = String::new();
+        for l in st
+            .logs
+            .get(&(ns.to_string(), name.to_string()))
+            .into_iter()
+            .flatten()
+        {
+            let l = if stamped {
+                l.as_str()
+            } else {
+                l.split_once(' ').map_or(l.as_str(), |(_, rest)| rest)
+            };
+            out.push_str(l);
+            out.push('\n');
+        }
+        Some((200, out))
     }
 
     fn route(
@@ -624,6 +686,18 @@ impl FakeApi {
             .managers
             .insert(manager.clone(), ("Apply".into(), paths));
         let version = st.version + 1;
+        if !exists
+            && kind == "Service"
+            && stored.value.pointer("/spec/clusterIP").is_none()
+            && let Some(spec) = stored.value.get_mut("spec").and_then(Value::as_object_mut)
+        {
+            // Allocated by the API server; stackc never sets it.
+            let n = st.objects.keys().filter(|k| k.0 == "services").count() + 1;
+            spec.insert(
+                "clusterIP".into(),
+                json!(format!("10.96.{}.{}", n / 250, n % 250 + 1)),
+            );
+        }
         if !exists {
             let meta = stored.value["metadata"].as_object_mut().expect("metadata");
             meta.insert("uid".into(), json!(format!("uid-{version}")));

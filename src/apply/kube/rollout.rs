@@ -40,8 +40,14 @@
 //!   selector of its Deployment) every poll during `healthy-for` (default
 //!   5 s): each must be Ready, none may restart, and as many as the
 //!   Deployment runs must be ready. `max-error-rate` and `max-latency-p95`
-//!   are not measured on Kubernetes (no balancer access log is read there):
-//!   plan and apply say so as a warning.
+//!   are measured for blue-green after the switch, when a balancer of the
+//!   stack routes to the service: every request nginx sends to the Service
+//!   `NAME`'s cluster IP then goes to the new colour, so the balancer Pods'
+//!   access logs (`pods/log`, with timestamps, since the switch) give its
+//!   error ratio and p95 like the Docker target's. A canary shares the
+//!   Service address with stable, and a blue-green service without a
+//!   balancer has no log: there the two gates are not measured and plan and
+//!   apply say so as a warning.
 //! - **Failure**: `on-failure "rollback"` gives traffic back to stable (the
 //!   Service selectors, the canary's pods) and scales the new track to 0;
 //!   `"pause"` keeps everything as it is and waits for `stackc rollout
@@ -62,7 +68,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::core::v1 as core;
 use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -94,9 +100,27 @@ pub struct Spec {
     pub preview: Option<String>,
     /// Scaled by a HorizontalPodAutoscaler.
     pub autoscaled: bool,
+    /// Balancer Deployments (nginx) that route to the service.
+    pub balancers: Vec<String>,
+    /// The port balancers send the service's traffic to.
+    pub port: Option<u16>,
 }
 
 impl Spec {
+    /// Blue-green with a Service and a balancer routing to it: after the
+    /// switch, every request the balancer sends to the Service's address
+    /// goes to the new colour, so its access log measures the new version.
+    fn measured(&self) -> bool {
+        self.blue_green()
+            && self.main.is_some()
+            && self.port.is_some()
+            && !self.balancers.is_empty()
+    }
+
+    fn has_traffic_gates(&self) -> bool {
+        self.policy.gate.max_error_rate.is_some() || self.policy.gate.max_latency_p95.is_some()
+    }
+
     fn blue_green(&self) -> bool {
         self.policy.strategy == RolloutStrategy::BlueGreen
     }
@@ -144,8 +168,17 @@ pub fn specs(
             .and_then(Value::as_i64)
             .unwrap_or(1);
         let service_of = |n: String| find("Service", &n).map(|o| o.name.clone());
+        let balancers = t
+            .balancers
+            .iter()
+            .filter(|b| b.routes.iter().any(|r| r.to.value == name))
+            .map(|b| b.name.value.clone())
+            .filter(|b| find("Deployment", b).is_some())
+            .collect();
         out.push(Spec {
             service: name.clone(),
+            balancers,
+            port: crate::targets::nginx::service_port(s),
             policy: policy.clone(),
             replicas,
             autoscaled: deployments
@@ -361,6 +394,10 @@ pub struct Pending {
     pub steps: Vec<PlannedStep>,
     /// Seconds each gate is held.
     pub gate_secs: u64,
+    /// Blue-green: balancers whose access log measures the error-rate and
+    /// p95 gates after the switch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub measured_by: Vec<String>,
     /// Blue-green with keep-previous: seconds the old colour is kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_secs: Option<u64>,
@@ -434,11 +471,15 @@ pub fn pending(
             ));
             continue;
         }
-        let gate = &spec.policy.gate;
-        if gate.max_error_rate.is_some() || gate.max_latency_p95.is_some() {
+        if spec.has_traffic_gates() && !spec.measured() {
             warnings.push(format!(
-                "rollout of `{}`: the max-error-rate and max-latency-p95 gates are not measured on Kubernetes (stackc reads no balancer access log there); only the health gate (ready pods, no restarts) holds",
-                spec.service
+                "rollout of `{}`: the max-error-rate and max-latency-p95 gates are not measured ({}); only the health gate (ready pods, no restarts) holds",
+                spec.service,
+                if spec.blue_green() {
+                    "no balancer of the stack routes to it: stackc reads them from the balancers' access log"
+                } else {
+                    "a balancer reaches both tracks of a canary through one Service address, so its access log cannot tell them apart"
+                }
             ));
         }
         if spec.policy.keep_previous.is_some() && spec.main.is_none() {
@@ -535,6 +576,11 @@ pub fn pending(
             replicas: spec.replicas,
             steps,
             gate_secs: gate_window(&spec.policy).as_secs(),
+            measured_by: if spec.measured() && spec.has_traffic_gates() {
+                spec.balancers.clone()
+            } else {
+                Vec::new()
+            },
             keep_secs: spec
                 .policy
                 .keep_previous
@@ -563,9 +609,17 @@ pub fn render(pending: &[Pending]) -> String {
             ));
             if !p.services.is_empty() {
                 out.push_str(&format!(
-                    "       switch Service {}: selector {LABEL_TRACK} {from} -> {to}; health gate {}s with all traffic\n",
+                    "       switch Service {}: selector {LABEL_TRACK} {from} -> {to}; health gate {}s with all traffic{}\n",
                     p.services.join(", "),
-                    p.gate_secs
+                    p.gate_secs,
+                    if p.measured_by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            ", error rate and p95 from the access log of balancer {}",
+                            p.measured_by.join(", ")
+                        )
+                    }
                 ));
             }
             match p.keep_secs {
@@ -642,6 +696,8 @@ struct Runner<'a> {
     /// Blue-green: a Service may select the new colour (the switch was
     /// sent, or an earlier apply's is unknown).
     switched: bool,
+    /// The last balancer reading of a gate window: requests, errors, p95.
+    reading: (usize, usize, Option<u64>),
 }
 
 fn failed(e: Error) -> Stop {
@@ -761,9 +817,105 @@ impl Runner<'_> {
             .collect())
     }
 
+    /// Requests the balancers sent to the Service `NAME`'s address since
+    /// `since` (RFC 3339), from their Pods' logs: (requests, errors, p95
+    /// in ms). `None` when nothing can be measured (no Service address).
+    async fn measure(
+        &self,
+        since: &(i64, String),
+    ) -> Result<Option<(usize, usize, Option<u64>)>, Error> {
+        let spec = self.spec;
+        let (Some(main), Some(port)) = (&spec.main, spec.port) else {
+            return Ok(None);
+        };
+        let services: Api<core::Service> =
+            Api::namespaced(self.client.clone(), &self.desired.namespace);
+        let ip = services
+            .get_opt(main)
+            .await
+            .map_err(|e| Error::from_kube(&format!("Service {main}"), e))?
+            .and_then(|s| s.spec.and_then(|s| s.cluster_ip))
+            .filter(|ip| !ip.is_empty() && ip != "None");
+        let Some(ip) = ip else { return Ok(None) };
+        let target = vec![format!("{ip}:{port}")];
+        let pods: Api<core::Pod> = Api::namespaced(self.client.clone(), &self.desired.namespace);
+        let elapsed = (hist::now() as i64 - since.0).max(0) + 2;
+        let (mut requests, mut errors, mut times) = (0usize, 0usize, Vec::new());
+        for b in &spec.balancers {
+            let Ok((_, o)) = find(self.desired, "Deployment", b) else {
+                continue;
+            };
+            for p in self.pods(o).await? {
+                let name = pod_name(&p);
+                let lp = LogParams {
+                    timestamps: true,
+                    since_seconds: Some(elapsed),
+                    ..LogParams::default()
+                };
+                let text = pods
+                    .logs(&name, &lp)
+                    .await
+                    .map_err(|e| Error::from_kube(&format!("the log of balancer pod {name}"), e))?;
+                for line in text.lines() {
+                    // RFC 3339 UTC timestamps order as text.
+                    let (ts, rest) = line.split_once(' ').unwrap_or(("", line));
+                    if ts < since.1.as_str() {
+                        continue;
+                    }
+                    if let Some((failed, time)) = hist::parse_line(rest, &target) {
+                        requests += 1;
+                        errors += usize::from(failed);
+                        if let Some(t) = time {
+                            times.push(t);
+                        }
+                    }
+                }
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let p95 = (!times.is_empty()).then(|| {
+            (times[((times.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)] * 1000.0) as u64
+        });
+        Ok(Some((requests, errors, p95)))
+    }
+
+    /// The error-rate and p95 gates on a reading.
+    fn traffic_failure(
+        &self,
+        (requests, errors, p95): (usize, usize, Option<u64>),
+    ) -> Option<String> {
+        let gate = &self.spec.policy.gate;
+        if let Some(max) = &gate.max_error_rate
+            && requests > 0
+        {
+            let ratio = errors as f64 / requests as f64;
+            if ratio > max.value {
+                return Some(format!(
+                    "error rate {ratio:.3} above the gate {} ({errors} of {requests} requests)",
+                    max.value
+                ));
+            }
+        }
+        if let (Some(max), Some(p)) = (&gate.max_latency_p95, p95)
+            && p > max.millis
+        {
+            return Some(format!("p95 latency {p} ms above the gate {}", max.text));
+        }
+        None
+    }
+
     /// Hold the health gate on Deployment `o`, `expected` pods, for the
-    /// gate window; operator commands and interrupts are read meanwhile.
-    async fn hold(&mut self, o: &Object, expected: i64, step: &str) -> Result<Held, Stop> {
+    /// gate window; with `traffic_since`, the error-rate and p95 gates on
+    /// the balancers' requests since then too. Operator commands and
+    /// interrupts are read meanwhile.
+    async fn hold(
+        &mut self,
+        o: &Object,
+        expected: i64,
+        step: &str,
+        traffic_since: Option<&(i64, String)>,
+    ) -> Result<Held, Stop> {
+        self.reading = (0, 0, None);
         let window = gate_window(&self.spec.policy);
         let poll = self.opts.poll.max(Duration::from_millis(50));
         let mut baseline: BTreeMap<String, i64> = BTreeMap::new();
@@ -814,9 +966,21 @@ impl Runner<'_> {
             }
             let now = self.pods(o).await.map_err(failed)?;
             failure = health(&now, expected, &baseline);
+            let mut traffic = String::new();
+            if let Some(since) = traffic_since
+                && let Some(r) = self.measure(since).await.map_err(failed)?
+            {
+                self.reading = r;
+                failure = failure.or_else(|| self.traffic_failure(r));
+                let (requests, errors, p95) = r;
+                traffic = format!(
+                    " · {requests} requests, {errors} errors, p95 {}",
+                    p95.map_or_else(|| "-".to_string(), |p| format!("{p} ms"))
+                );
+            }
             let ready = now.iter().filter(|p| is_ready(p)).count();
             (self.progress)(format!(
-                "~ {} {step} · {ready}/{expected} pods of {} ready, no restarts · {}s left",
+                "~ {} {step} · {ready}/{expected} pods of {} ready{traffic} · {}s left",
                 self.spec.service,
                 o.name,
                 deadline.saturating_duration_since(Instant::now()).as_secs()
@@ -947,21 +1111,21 @@ impl Runner<'_> {
         }
         let mut promoted = false;
         // Before the switch: the new colour alone, no traffic.
-        let step = format!("before the switch to {to}");
-        match self.hold(&b_obj, self.spec.replicas, &step).await? {
+        let step = format!("the gate before the switch to {to}");
+        match self.hold(&b_obj, self.spec.replicas, &step, None).await? {
             Held::Passed => {}
             Held::Promoted => promoted = true,
             Held::Failed(reason) => promoted = self.on_failure(&step, reason).await?,
             Held::Aborted => {
                 return Err(self
-                    .retreat("aborted", format!("by an operator {step}"))
+                    .retreat("aborted", format!("by an operator at {step}"))
                     .await);
             }
             Held::Interrupted => {
                 return Err(self
                     .retreat(
                         "interrupted",
-                        format!("stopped by an interrupt {step}; traffic stayed on stable"),
+                        format!("stopped by an interrupt at {step}; traffic stayed on stable"),
                     )
                     .await);
             }
@@ -976,6 +1140,7 @@ impl Runner<'_> {
             })
         });
         // The switch: one patch per Service.
+        let since = hist::chrono_now();
         let t = Instant::now();
         self.switched = true;
         for (i, body) in &services {
@@ -996,36 +1161,53 @@ impl Runner<'_> {
                 .map_err(failed)?;
         }
         if !promoted {
-            let step = format!("after the switch to {to}");
-            match self.hold(&b_obj, self.spec.replicas, &step).await? {
+            let step = format!("the gate after the switch to {to}");
+            let traffic = (spec.measured() && spec.has_traffic_gates()).then_some(&since);
+            let held = self
+                .hold(&b_obj, self.spec.replicas, &step, traffic)
+                .await?;
+            let (requests, errors, p95_ms) = self.reading;
+            self.update(|a| {
+                a.steps.push(StepRecord {
+                    percent: 100,
+                    requests,
+                    errors,
+                    p95_ms,
+                    switch_secs,
+                })
+            });
+            match held {
                 Held::Passed | Held::Promoted => {}
                 Held::Failed(reason) => {
                     self.on_failure(&step, reason).await?;
                 }
                 Held::Aborted => {
                     return Err(self
-                        .retreat("aborted", format!("by an operator {step}"))
+                        .retreat("aborted", format!("by an operator at {step}"))
                         .await);
                 }
                 Held::Interrupted => {
                     return Err(self
                         .retreat(
                             "interrupted",
-                            format!("stopped by an interrupt {step}; traffic returned to {from}"),
+                            format!(
+                                "stopped by an interrupt at {step}; traffic returned to {from}"
+                            ),
                         )
                         .await);
                 }
             }
+        } else {
+            self.update(|a| {
+                a.steps.push(StepRecord {
+                    percent: 100,
+                    requests: 0,
+                    errors: 0,
+                    p95_ms: None,
+                    switch_secs,
+                })
+            });
         }
-        self.update(|a| {
-            a.steps.push(StepRecord {
-                percent: 100,
-                requests: 0,
-                errors: 0,
-                p95_ms: None,
-                switch_secs,
-            })
-        });
         // keep-previous: the old colour runs on without traffic; the
         // Service says until when.
         if let (Some(secs), Some(main)) = (pending.keep_secs, &spec.main) {
@@ -1097,7 +1279,7 @@ impl Runner<'_> {
                 "  {step}: {} canary pod(s) available ({}% of the pods); holding {}s",
                 s.canary_pods, s.share, pending.gate_secs
             ));
-            let held = self.hold(&c_obj, s.canary_pods, &step).await?;
+            let held = self.hold(&c_obj, s.canary_pods, &step, None).await?;
             self.update(|a| {
                 a.steps.push(StepRecord {
                     percent: s.weight,
@@ -1329,6 +1511,7 @@ pub async fn run(
         history,
         written: Default::default(),
         switched: false,
+        reading: (0, 0, None),
     };
     let result = if spec.blue_green() {
         runner.blue_green(pending).await
@@ -1406,6 +1589,7 @@ pub async fn abort_stopped(
         history: None,
         written: Default::default(),
         switched: true,
+        reading: (0, 0, None),
     };
     // Only the stack's own objects.
     for i in spec.deployments.iter().chain(
@@ -1553,6 +1737,7 @@ pub async fn undo(
         history: None,
         written: Default::default(),
         switched: true,
+        reading: (0, 0, None),
     };
     let t = Instant::now();
     for name in [&spec.main, &spec.public, &spec.preview]
