@@ -1559,24 +1559,22 @@ pub async fn abort_stopped(
     opts: &Options,
 ) -> Result<(), Error> {
     let mut history = hist::load_history(state_dir, &desired.stack, service);
-    let track = history
-        .attempts
-        .last()
-        .and_then(|a| a.track.clone())
-        .unwrap_or_else(|| "canary".into());
+    let track = history.attempts.last().and_then(|a| a.track.clone());
     let spec = desired
         .rollouts
         .iter()
         .find(|s| s.service == service)
         .cloned()
         .ok_or_else(|| Error::new(format!("`{service}` has no rollout on Kubernetes")))?;
-    if spec.blue_green() {
-        // Stable is the colour the attempt did not start.
-        let mut live = Live::default();
-        live.active
-            .insert(service.to_string(), other(&track).into());
-        set_live(desired, &live);
+    let mut live = read_live(client, desired).await?;
+    if spec.blue_green()
+        && let Some(t) = track.as_deref().filter(|t| *t == "blue" || *t == "green")
+    {
+        // Stable is the colour the attempt did not start; without a record,
+        // the one the Service selects now.
+        live.active.insert(service.to_string(), other(t).into());
     }
+    set_live(desired, &live);
     let kinds = super::discover(client, desired).await?;
     let desired: &Desired = desired;
     let mut r = Runner {
