@@ -145,7 +145,12 @@ pub fn specs(
     objects: &[Object],
     scaled: &std::collections::BTreeSet<(String, String)>,
 ) -> Vec<Spec> {
-    let find = |kind: &str, name: &str| objects.iter().find(|o| o.kind == kind && o.name == name);
+    // Looked up by (kind, name): topologies have tens of thousands of objects.
+    let by_name: std::collections::HashMap<(&str, &str), &Object> = objects
+        .iter()
+        .map(|o| ((o.kind.as_str(), o.name.as_str()), o))
+        .collect();
+    let find = |kind: &str, name: &str| by_name.get(&(kind, name)).copied();
     let mut out = Vec::new();
     for s in &t.services {
         let Some(policy) = &s.rollout else { continue };
@@ -306,6 +311,12 @@ fn recolour(o: &Object, spec: &Spec, colour: &str) -> Option<Value> {
 /// as it runs (plan: `= kept`) and the Service keeps saying until when.
 pub fn set_live(desired: &mut Desired, live: &Live) {
     let now = hist::now();
+    let mut by_component: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    if desired.rollouts.iter().any(Spec::blue_green) {
+        for (i, o) in desired.objects.iter().enumerate() {
+            by_component.entry(o.component.clone()).or_default().push(i);
+        }
+    }
     for spec in desired.rollouts.clone() {
         if !spec.blue_green() {
             continue;
@@ -316,11 +327,8 @@ pub fn set_live(desired: &mut Desired, live: &Live) {
             .map_or("blue", String::as_str)
             .to_string();
         let kept = live.kept.get(&spec.service).copied().filter(|t| *t > now);
-        for o in desired
-            .objects
-            .iter_mut()
-            .filter(|o| o.component == spec.service)
-        {
+        for &i in by_component.get(&spec.service).into_iter().flatten() {
+            let o = &mut desired.objects[i];
             if let Some(mut b) = recolour(o, &spec, &colour) {
                 if let Some(t) = kept
                     && spec.main.as_ref() == Some(&o.name)
@@ -433,6 +441,20 @@ pub fn pending(
 ) -> (Vec<Pending>, Vec<String>) {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
+    if desired.rollouts.is_empty() {
+        return (out, warnings);
+    }
+    let positions: std::collections::HashMap<(&str, &str), usize> = desired
+        .objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| ((o.kind.as_str(), o.name.as_str()), i))
+        .collect();
+    let updates: std::collections::HashMap<&str, &Change> = changes
+        .iter()
+        .filter(|c| c.kind == "Deployment" && c.action == Action::Update)
+        .map(|c| (c.name.as_str(), c))
+        .collect();
     for spec in &desired.rollouts {
         let (carry, idle) = if spec.blue_green() {
             let active = desired
@@ -444,12 +466,9 @@ pub fn pending(
             (0, 1)
         };
         let carrying = &spec.deployments[carry];
-        let template_changed = changes.iter().any(|c| {
-            c.kind == "Deployment"
-                && &c.name == carrying
-                && c.action == Action::Update
-                && c.fields.iter().any(|f| f.path.starts_with("spec.template"))
-        });
+        let template_changed = updates
+            .get(carrying.as_str())
+            .is_some_and(|c| c.fields.iter().any(|f| f.path.starts_with("spec.template")));
         let Some(live_carrying) = live.get(carrying) else {
             continue;
         };
@@ -488,12 +507,7 @@ pub fn pending(
                 spec.service, spec.service
             ));
         }
-        let index = |kind: &str, name: &str| {
-            desired
-                .objects
-                .iter()
-                .position(|o| o.kind == kind && o.name == name)
-        };
+        let index = |kind: &str, name: &str| positions.get(&(kind, name)).copied();
         let desired_carrying = index("Deployment", carrying).map(|i| &desired.objects[i]);
         let to_image = desired_carrying.map_or_else(|| "?".to_string(), |o| first_image(&o.body));
         let mut objects: Vec<usize> = spec
