@@ -85,6 +85,9 @@ struct State {
     pod_reads: BTreeMap<(String, String), i64>,
     /// Log lines of each Pod (namespace, name), with their timestamps.
     logs: BTreeMap<(String, String), Vec<String>>,
+    /// The Pods of each Deployment (namespace, name): found without a scan
+    /// of every object (benchmarks apply tens of thousands).
+    pods_of: BTreeMap<(String, String), Vec<String>>,
     version: u64,
 }
 
@@ -525,11 +528,17 @@ impl FakeApi {
                     Some(_) => {
                         if plural == "namespaces" {
                             st.objects.retain(|(_, o_ns, _), _| o_ns != n);
+                            st.pods_of.retain(|(o_ns, _), _| o_ns != n);
                         }
                         if plural == "deployments" {
-                            st.objects.retain(|(p, o_ns, _), o| {
-                                !(p == "pods" && o_ns == ns && pod_owner(&o.value) == Some(n))
-                            });
+                            for pod in st
+                                .pods_of
+                                .remove(&(ns.to_string(), n.to_string()))
+                                .unwrap_or_default()
+                            {
+                                st.objects
+                                    .remove(&("pods".to_string(), ns.to_string(), pod));
+                            }
                         }
                         (
                             200,
@@ -793,9 +802,19 @@ fn sync_pods(st: &mut State, ns: &str, name: &str, deployment: &Value) {
             .and_then(|i| i.parse::<i64>().ok())
             .is_some_and(|i| i < replicas)
     };
-    st.objects.retain(|(p, o_ns, o_name), o| {
-        p != "pods" || o_ns != ns || pod_owner(&o.value) != Some(name) || current(o_name)
-    });
+    let owned = st
+        .pods_of
+        .remove(&(ns.to_string(), name.to_string()))
+        .unwrap_or_default();
+    let mut kept = Vec::new();
+    for pod in owned {
+        if current(&pod) {
+            kept.push(pod);
+        } else {
+            st.objects
+                .remove(&("pods".to_string(), ns.to_string(), pod));
+        }
+    }
     let containers: Vec<Value> = template
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -807,6 +826,7 @@ fn sync_pods(st: &mut State, ns: &str, name: &str, deployment: &Value) {
         if st.objects.contains_key(&key) {
             continue;
         }
+        kept.push(pod_name.clone());
         st.version += 1;
         let statuses: Vec<Value> = containers
             .iter()
@@ -832,6 +852,7 @@ fn sync_pods(st: &mut State, ns: &str, name: &str, deployment: &Value) {
             },
         );
     }
+    st.pods_of.insert((ns.to_string(), name.to_string()), kept);
 }
 
 /// A read of the Pods of `ns`: crash-looping ones have restarted once
