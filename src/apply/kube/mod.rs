@@ -922,6 +922,11 @@ pub async fn plan(
         errors: Vec::new(),
     };
     let mut rollout_live: BTreeMap<String, Value> = BTreeMap::new();
+    let rollout_deployments: BTreeSet<&str> = desired
+        .rollouts
+        .iter()
+        .flat_map(|r| r.deployments.iter().map(String::as_str))
+        .collect();
     for (api_version, kind) in &kinds.missing {
         if desired
             .objects
@@ -952,11 +957,8 @@ pub async fn plan(
             continue;
         };
         if o.kind == "Deployment"
+            && rollout_deployments.contains(o.name.as_str())
             && owned_by(&live, &desired.stack)
-            && desired
-                .rollouts
-                .iter()
-                .any(|r| r.deployments.contains(&o.name))
         {
             rollout_live.insert(o.name.clone(), live.clone());
         }
