@@ -4,7 +4,9 @@
 //! target: 0 success / no changes, 1 error, 2 changes (`--detailed-exitcode`,
 //! `drift`), 130 interrupted. Rollouts of the two-Deployment form run
 //! inside apply ([`crate::apply::kube::rollout`]); `stackc rollout abort`
-//! without a running apply is [`rollout_abort_stopped`].
+//! without a running apply is [`rollout_abort_stopped`], `rollout undo`
+//! [`rollout_undo`]; status, history and the commands a running rollout
+//! reads go through `super::engine::run_rollout`, as for Docker.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -179,6 +179,11 @@ async fn kube_rollout_plan_shows_the_pending_switch_and_writes_nothing() {
     assert_eq!(p.rollouts.len(), 1, "{}", k::render(&p));
     let r = &p.rollouts[0];
     assert_eq!((r.from.as_str(), r.to.as_str()), ("web-blue", "web-green"));
+    // `plan --json` carries it.
+    let j = serde_json::to_value(&p.rollouts).unwrap();
+    assert_eq!(j[0]["switch"], json!(["blue", "green"]));
+    assert_eq!(j[0]["services"], json!(["web", "web-public"]));
+    assert_eq!(j[0]["measured_by"], json!(["edge"]));
     assert_eq!(r.services, vec!["web", "web-public"]);
     let text = k::render(&p);
     assert!(
