@@ -945,3 +945,109 @@ async fn kube_rollout_error_rate_from_the_balancer_log_rolls_back_after_the_swit
     assert_eq!(a.outcome, "rolled back");
     assert_eq!((a.steps[1].requests, a.steps[1].errors), (10, 10));
 }
+
+/// stackc killed right after its `n`-th write of the rollout from STACK
+/// to `next`: the write after it never happens. Returns whether the
+/// rollout had finished before.
+async fn killed_after(fake: &FakeApi, next: &str, n: usize, state: &std::path::Path) -> bool {
+    fake.clear_requests();
+    fake.stall_writes_after(n);
+    let task = {
+        let (fake, next, o) = (fake.clone(), next.to_string(), opts(state));
+        tokio::spawn(async move { apply(&fake, &next, &o).await.map(|_| ()) })
+    };
+    while !fake.stalled() && !task.is_finished() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let finished = task.is_finished();
+    task.abort();
+    let _ = task.await;
+    fake.unstall();
+    assert_eq!(
+        fake.writes().len(),
+        n,
+        "exactly {n} write(s) reached the server"
+    );
+    finished
+}
+
+/// The next apply (as the CLI runs it: then the history is settled)
+/// converges: the new version serves, the other track is at 0, and an
+/// apply after it changes nothing.
+async fn converges(
+    fake: &FakeApi,
+    next: &str,
+    state: &std::path::Path,
+    service: &str,
+    interrupted: bool,
+) {
+    apply(fake, next, &opts(state))
+        .await
+        .expect("the next apply");
+    let client = fake.client(NS);
+    let mut d = desired_of(next);
+    k::observe(&client, &mut d).await.unwrap();
+    k::rollout::settle(state, &d).unwrap();
+    assert_no_op(fake, next, state).await;
+    let h = hist::load_history(state, "roll", service);
+    let outcomes: Vec<&str> = h.attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes.last(), Some(&"succeeded"), "{outcomes:?}");
+    assert!(
+        !outcomes.contains(&"running") && !outcomes.contains(&"paused"),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes.contains(&"interrupted"),
+        interrupted,
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test]
+async fn kube_rollout_killed_after_every_write_the_next_apply_converges() {
+    // Blue-green: green up, web, web-public, web-preview, blue down.
+    let v2 = changed("web:1.0.0", "web:2.0.0");
+    for n in 0..=5 {
+        let state = tempfile::tempdir().unwrap();
+        let fake = running(state.path()).await;
+        let finished = killed_after(&fake, &v2, n, state.path()).await;
+        assert_eq!(finished, n == 5, "blue-green killed after write {n}");
+        converges(&fake, &v2, state.path(), "web", !finished).await;
+        assert_eq!(track(&live(&fake, "services", "web")), Some("green"), "{n}");
+        assert_eq!(
+            track(&live(&fake, "services", "web-public")),
+            Some("green"),
+            "{n}"
+        );
+        assert_eq!(
+            track(&live(&fake, "services", "web-preview")),
+            Some("blue"),
+            "{n}"
+        );
+        assert_eq!(fake.pods(NS, "web-blue").len(), 0, "{n}");
+        let green = fake.pods(NS, "web-green");
+        assert_eq!(green.len(), 3, "{n}");
+        assert!(
+            green
+                .iter()
+                .all(|p| p.pointer("/spec/containers/0/image") == Some(&json!("web:2.0.0")))
+        );
+    }
+    // Canary: 1 canary pod, 3, stable updated, canary down.
+    let v2 = changed("api:1.0.0", "api:2.0.0");
+    for n in 0..=4 {
+        let state = tempfile::tempdir().unwrap();
+        let fake = running(state.path()).await;
+        let finished = killed_after(&fake, &v2, n, state.path()).await;
+        assert_eq!(finished, n == 4, "canary killed after write {n}");
+        converges(&fake, &v2, state.path(), "api", !finished).await;
+        assert_eq!(fake.pods(NS, "api-canary").len(), 0, "{n}");
+        let stable = fake.pods(NS, "api");
+        assert_eq!(stable.len(), 3, "{n}");
+        assert!(
+            stable
+                .iter()
+                .all(|p| p.pointer("/spec/containers/0/image") == Some(&json!("api:2.0.0")))
+        );
+    }
+}

@@ -88,6 +88,11 @@ struct State {
     /// The Pods of each Deployment (namespace, name): found without a scan
     /// of every object (benchmarks apply tens of thousands).
     pods_of: BTreeMap<(String, String), Vec<String>>,
+    /// Writes answered so far, and after how many the next ones hang.
+    writes_seen: usize,
+    stall_after: Option<usize>,
+    /// A write is hanging.
+    stalled: bool,
     version: u64,
 }
 
@@ -238,6 +243,26 @@ impl FakeApi {
             .push(format!("{now} {line}"));
     }
 
+    /// After `n` more writes, every write hangs unanswered and is not
+    /// carried out: the client can then be dropped, as a `kill -9` of
+    /// stackc right after its `n`-th write would leave the cluster.
+    pub fn stall_writes_after(&self, n: usize) {
+        let mut st = self.lock();
+        st.stall_after = Some(st.writes_seen + n);
+    }
+
+    /// No write hangs any more.
+    pub fn unstall(&self) {
+        let mut st = self.lock();
+        st.stall_after = None;
+        st.stalled = false;
+    }
+
+    /// A write is hanging (see [`FakeApi::stall_writes_after`]).
+    pub fn stalled(&self) -> bool {
+        self.lock().stalled
+    }
+
     /// The Pods running `image` crash-loop (see the module docs).
     pub fn crash_image(&self, image: &str) {
         self.lock().crashing.insert(image.to_string());
@@ -344,12 +369,29 @@ impl FakeApi {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("")
             .to_string();
-        self.lock().requests.push(Recorded {
+        let recorded = Recorded {
             method: method.clone(),
             path: path.clone(),
             query: query.clone(),
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        });
+        };
+        let stall = {
+            let mut st = self.lock();
+            let stall = recorded.is_write() && st.stall_after.is_some_and(|n| st.writes_seen >= n);
+            if recorded.is_write() && !stall {
+                st.writes_seen += 1;
+            }
+            if !stall {
+                st.requests.push(recorded);
+            }
+            st.stalled |= stall;
+            stall
+        };
+        if stall {
+            // The process that sent it is about to be killed: no answer,
+            // and the request never reaches the server.
+            std::future::pending::<()>().await;
+        }
         let q: BTreeMap<String, String> = query
             .split('&')
             .filter(|s| !s.is_empty())

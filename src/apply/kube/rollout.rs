@@ -1651,7 +1651,10 @@ pub async fn abort_stopped(
 }
 
 /// After an apply that converged (under the stack's lock): an attempt
-/// still `running` or `paused` belongs to a stackc that was killed.
+/// still `running` or `paused` belongs to a stackc that was killed. It is
+/// recorded as interrupted and, since the cluster now runs what the
+/// topology says, followed by a succeeded attempt when that is the version
+/// it rolled out (the apply finished its last steps as plain updates).
 pub fn settle(state_dir: &Path, desired: &Desired) -> Result<(), String> {
     for spec in &desired.rollouts {
         let mut h = hist::load_history(state_dir, &desired.stack, &spec.service);
@@ -1664,6 +1667,28 @@ pub fn settle(state_dir: &Path, desired: &Desired) -> Result<(), String> {
         last.outcome = "interrupted".into();
         last.finished = Some(hist::now());
         last.reason = Some("stackc stopped during the rollout".into());
+        let done = last.clone();
+        // Both Deployments of the manifests carry the topology's template.
+        let image = desired
+            .objects
+            .iter()
+            .find(|o| o.kind == "Deployment" && o.name == spec.deployments[0])
+            .map(|o| first_image(&o.body));
+        if image.as_deref() == Some(done.to_image.as_str()) {
+            h.attempts.push(Attempt {
+                started: hist::now(),
+                finished: Some(hist::now()),
+                reason: Some(
+                    "completed by the next apply: the service runs the new version and the other track has no traffic"
+                        .into(),
+                ),
+                outcome: "succeeded".into(),
+                steps: Vec::new(),
+                percent: None,
+                kept_until: None,
+                ..done
+            });
+        }
         hist::save_history(state_dir, &desired.stack, &h)?;
     }
     Ok(())
