@@ -192,7 +192,7 @@ async fn kube_rollout_plan_shows_the_pending_switch_and_writes_nothing() {
     );
     assert!(
         text.contains(
-            "Deployment web-green: new template, replicas 0 -> 3; health gate 0s without traffic"
+            "Deployment web-green: new template, replicas 0 -> 3; health gate 300ms without traffic"
         ),
         "{text}"
     );
@@ -207,7 +207,7 @@ async fn kube_rollout_plan_shows_the_pending_switch_and_writes_nothing() {
     // Blue-green behind a balancer: its access log measures the gates
     // after the switch.
     assert!(
-        text.contains("health gate 0s with all traffic, error rate and p95 from the access log of balancer edge"),
+        text.contains("health gate 300ms with all traffic, error rate and p95 from the access log of balancer edge"),
         "{text}"
     );
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);

@@ -400,8 +400,9 @@ pub struct Pending {
     pub replicas: i64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<PlannedStep>,
-    /// Seconds each gate is held.
-    pub gate_secs: u64,
+    /// How long each gate is held (`healthy-for`, as written; `5s` by
+    /// default).
+    pub gate: String,
     /// Blue-green: balancers whose access log measures the error-rate and
     /// p95 gates after the switch.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -589,7 +590,12 @@ pub fn pending(
             services,
             replicas: spec.replicas,
             steps,
-            gate_secs: gate_window(&spec.policy).as_secs(),
+            gate: spec
+                .policy
+                .gate
+                .healthy_for
+                .as_ref()
+                .map_or_else(|| "5s".to_string(), |d| d.text.clone()),
             measured_by: if spec.measured() && spec.has_traffic_gates() {
                 spec.balancers.clone()
             } else {
@@ -618,14 +624,14 @@ pub fn render(pending: &[Pending]) -> String {
         ));
         if let Some((from, to)) = &p.switch {
             out.push_str(&format!(
-                "       Deployment {}: new template, replicas 0 -> {}; health gate {}s without traffic\n",
-                p.to, p.replicas, p.gate_secs
+                "       Deployment {}: new template, replicas 0 -> {}; health gate {} without traffic\n",
+                p.to, p.replicas, p.gate
             ));
             if !p.services.is_empty() {
                 out.push_str(&format!(
-                    "       switch Service {}: selector {LABEL_TRACK} {from} -> {to}; health gate {}s with all traffic{}\n",
+                    "       switch Service {}: selector {LABEL_TRACK} {from} -> {to}; health gate {} with all traffic{}\n",
                     p.services.join(", "),
-                    p.gate_secs,
+                    p.gate,
                     if p.measured_by.is_empty() {
                         String::new()
                     } else {
@@ -658,14 +664,14 @@ pub fn render(pending: &[Pending]) -> String {
                     ));
                 } else {
                     out.push_str(&format!(
-                        "       step {}/{total} {}%: Deployment {} replicas -> {} beside {} stable ({}% of the pods); health gate {}s\n",
+                        "       step {}/{total} {}%: Deployment {} replicas -> {} beside {} stable ({}% of the pods); health gate {}\n",
                         i + 1,
                         s.weight,
                         p.to,
                         s.canary_pods,
                         s.stable_pods,
                         s.share,
-                        p.gate_secs
+                        p.gate
                     ));
                 }
             }
@@ -786,7 +792,7 @@ impl Runner<'_> {
         .await
         .map_err(|e| Error::from_kube(&o.label(), e))?;
         self.written.insert(i);
-        (self.progress)(format!("  {} {}: {what}", o.label(), self.spec.service));
+        (self.progress)(format!("  {}: {what}", o.label()));
         Ok(())
     }
 
@@ -1290,8 +1296,8 @@ impl Runner<'_> {
             let switch_secs = t.elapsed().as_secs_f64();
             self.update(|a| a.percent = Some(s.share));
             (self.progress)(format!(
-                "  {step}: {} canary pod(s) available ({}% of the pods); holding {}s",
-                s.canary_pods, s.share, pending.gate_secs
+                "  {step}: {} canary pod(s) available ({}% of the pods); holding {}",
+                s.canary_pods, s.share, pending.gate
             ));
             let held = self.hold(&c_obj, s.canary_pods, &step, None).await?;
             self.update(|a| {
