@@ -1051,3 +1051,36 @@ async fn kube_rollout_killed_after_every_write_the_next_apply_converges() {
         );
     }
 }
+
+#[tokio::test]
+async fn kube_rollout_new_colour_never_available_moves_no_traffic() {
+    let state = tempfile::tempdir().unwrap();
+    let fake = running(state.path()).await;
+    fake.never_ready("web-green");
+    let v2 = changed("web:1.0.0", "web:2.0.0");
+    let o = Options {
+        timeout: Duration::from_millis(300),
+        ..opts(state.path())
+    };
+    let err = apply(&fake, &v2, &o).await.unwrap_err();
+    // The apply's availability wait and its message.
+    assert!(
+        err.message.starts_with(
+            "rollout of web rolled back: the new version did not become available: Deployment web-green in namespace `roll` was not available after 0s: 0/3 ready"
+        ),
+        "{err}"
+    );
+    assert!(err.message.contains("MinimumReplicasUnavailable"), "{err}");
+    let got: Vec<(String, Option<i64>)> = writes(&fake)
+        .into_iter()
+        .map(|(n, b)| (n, replicas(&b)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("PATCH deployments/web-green".to_string(), Some(3)),
+            ("PATCH deployments/web-green".to_string(), Some(0)),
+        ]
+    );
+    assert_eq!(track(&live(&fake, "services", "web")), Some("blue"));
+}
