@@ -228,38 +228,37 @@ async fn apply_inner(
     opts: &Options,
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<Option<k::Summary>, String> {
-    {
-        let desired_ns = desired.namespace.clone();
-        let client = connect(target, &desired_ns).await?;
-        k::observe(&client, desired)
-            .await
-            .map_err(|e| e.to_string())?;
-        let desired: &Desired = desired;
-        let (plan, kinds) = k::plan(&client, desired, opts)
-            .await
-            .map_err(|e| e.to_string())?;
-        for w in &plan.warnings {
-            eprintln!("warning: {w}");
-        }
-        if !plan.errors.is_empty() {
-            return Err(format!(
-                "nothing was changed:\n{}",
-                plan.errors
-                    .iter()
-                    .map(|e| format!("  {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ));
-        }
-        if !plan.has_changes() {
-            return Ok(None);
-        }
-        print!("{}", k::render(&plan));
-        k::apply(&client, desired, &plan, &kinds, opts, progress)
-            .await
-            .map(Some)
-            .map_err(|e| e.to_string())
+    let client = connect(target, &desired.namespace).await?;
+    // The live colours first: the manifests are compared as the cluster
+    // runs them.
+    k::observe(&client, desired)
+        .await
+        .map_err(|e| e.to_string())?;
+    let desired: &Desired = desired;
+    let (plan, kinds) = k::plan(&client, desired, opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
     }
+    if !plan.errors.is_empty() {
+        return Err(format!(
+            "nothing was changed:\n{}",
+            plan.errors
+                .iter()
+                .map(|e| format!("  {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    if !plan.has_changes() {
+        return Ok(None);
+    }
+    print!("{}", k::render(&plan));
+    k::apply(&client, desired, &plan, &kinds, opts, progress)
+        .await
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 pub fn run_drift(ui: &Ui, input: &Input, cx: &Context, json: bool) -> u8 {
