@@ -97,6 +97,10 @@ pub struct Attempt {
     /// Blue-green: the previous version is kept until this unix time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_until: Option<u64>,
+    /// Kubernetes: the track the new version runs on (`green`, `blue` or
+    /// `canary`), so that an abort without its apply knows where stable is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -105,7 +109,7 @@ pub struct History {
     pub attempts: Vec<Attempt>,
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -120,7 +124,7 @@ pub fn control_path(state_dir: &Path, stack: &str, service: &str) -> PathBuf {
         .join(format!("{service}.control"))
 }
 
-fn read_control(state_dir: &Path, stack: &str, service: &str) -> Option<String> {
+pub(crate) fn read_control(state_dir: &Path, stack: &str, service: &str) -> Option<String> {
     std::fs::read_to_string(control_path(state_dir, stack, service))
         .ok()
         .map(|s| s.trim().to_string())
@@ -160,7 +164,7 @@ pub fn load_history(state_dir: &Path, stack: &str, service: &str) -> History {
         })
 }
 
-fn save_history(state_dir: &Path, stack: &str, h: &History) -> Result<(), String> {
+pub(crate) fn save_history(state_dir: &Path, stack: &str, h: &History) -> Result<(), String> {
     let path = history_path(state_dir, stack, &h.service);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -172,7 +176,7 @@ fn save_history(state_dir: &Path, stack: &str, h: &History) -> Result<(), String
 }
 
 /// Requests to the new version seen in a balancer log line.
-fn parse_line(line: &str, next: &[String]) -> Option<(bool, Option<f64>)> {
+pub(crate) fn parse_line(line: &str, next: &[String]) -> Option<(bool, Option<f64>)> {
     // A value may hold ", "-separated retries: it runs to the next key=.
     let words: Vec<&str> = line.split_whitespace().collect();
     let field = |key: &str| -> Option<String> {
@@ -414,6 +418,7 @@ impl Engine {
             steps: Vec::new(),
             percent: None,
             kept_until: None,
+            track: None,
         });
         save_history(state_dir, &desired.stack, &history)?;
         let mut run = Run {
@@ -888,6 +893,7 @@ impl Engine {
             }],
             percent: None,
             kept_until: None,
+            track: None,
         });
         save_history(state_dir, &desired.stack, &history)
     }
@@ -969,6 +975,7 @@ pub fn settle(state_dir: &Path, desired: &Desired) -> Result<(), String> {
                 steps: Vec::new(),
                 percent: None,
                 kept_until: None,
+                track: None,
             });
         }
         save_history(state_dir, &desired.stack, &history)?;
@@ -1063,7 +1070,7 @@ fn gate_line(
 
 /// Now as unix seconds and as an RFC 3339 UTC timestamp with nanoseconds,
 /// the form Docker gives log lines.
-fn chrono_now() -> (i64, String) {
+pub(crate) fn chrono_now() -> (i64, String) {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

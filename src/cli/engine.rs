@@ -627,13 +627,7 @@ pub fn run_rollout(
     let Some(cx) = context(ui, input, args) else {
         return 1;
     };
-    if cx.profile.kubernetes.is_some() {
-        eprintln!(
-            "error: rollouts run on Docker targets; `{}` is a Kubernetes target (the manifests carry the rollout policy as io.stackc.rollout/* annotations)",
-            cx.profile.name
-        );
-        return 1;
-    }
+    let kube = cx.profile.kubernetes.is_some();
     if cx
         .topology
         .service(service)
@@ -672,6 +666,9 @@ pub fn run_rollout(
                 );
                 return 1;
             }
+            if kube {
+                return super::kube::rollout_abort_stopped(&cx, service);
+            }
             return rollout_offline(&cx, service, false);
         }
         return match crate::apply::rollout::send_control(
@@ -696,6 +693,9 @@ pub fn run_rollout(
                 "error: a rollout of `{service}` is running; `stackc rollout abort {service}` stops it"
             );
             return 1;
+        }
+        if kube {
+            return super::kube::rollout_undo(&cx, service);
         }
         return rollout_offline(&cx, service, true);
     }

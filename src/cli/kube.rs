@@ -2,8 +2,14 @@
 //! connect with the profile's kubeconfig context (or in-cluster), then let
 //! [`crate::apply::kube`] do the work. Same exit codes as the Docker
 //! target: 0 success / no changes, 1 error, 2 changes (`--detailed-exitcode`,
-//! `drift`).
+//! `drift`), 130 interrupted. Rollouts of the two-Deployment form run
+//! inside apply ([`crate::apply::kube::rollout`]); `stackc rollout abort`
+//! without a running apply is [`rollout_abort_stopped`], `rollout undo`
+//! [`rollout_undo`]; status, history and the commands a running rollout
+//! reads go through `super::engine::run_rollout`, as for Docker.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::engine::Context;
@@ -70,7 +76,7 @@ fn options(target: &KubeTarget) -> Options {
 }
 
 pub fn run_plan(cx: &Context, json: bool, detailed: bool, prune: bool, force: bool) -> u8 {
-    let Some((desired, target)) = setup(cx) else {
+    let Some((mut desired, target)) = setup(cx) else {
         return 1;
     };
     let Some(rt) = runtime() else { return 1 };
@@ -81,6 +87,9 @@ pub fn run_plan(cx: &Context, json: bool, detailed: bool, prune: bool, force: bo
     };
     let result = rt.block_on(async {
         let client = connect(&target, &desired.namespace).await?;
+        k::observe(&client, &mut desired)
+            .await
+            .map_err(|e| e.to_string())?;
         k::plan(&client, &desired, &opts)
             .await
             .map_err(|e| e.to_string())
@@ -100,6 +109,7 @@ pub fn run_plan(cx: &Context, json: bool, detailed: bool, prune: bool, force: bo
                 "target": "kubernetes",
                 "namespace": plan.namespace,
                 "changes": plan.changes,
+                "rollouts": plan.rollouts,
                 "warnings": plan.warnings,
                 "errors": plan.errors,
                 "has_changes": plan.has_changes(),
@@ -117,7 +127,7 @@ pub fn run_plan(cx: &Context, json: bool, detailed: bool, prune: bool, force: bo
 
 pub fn run_apply(cx: &Context, prune: bool, force: bool, timeout_secs: u64) -> u8 {
     let started = Instant::now();
-    let Some((desired, target)) = setup(cx) else {
+    let Some((mut desired, target)) = setup(cx) else {
         return 1;
     };
     let _lock = match Lock::acquire(&cx.state_dir, &desired.stack, "stackc apply") {
@@ -128,43 +138,50 @@ pub fn run_apply(cx: &Context, prune: bool, force: bool, timeout_secs: u64) -> u
         }
     };
     let Some(rt) = runtime() else { return 1 };
+    let cancel = Arc::new(AtomicBool::new(false));
     let opts = Options {
         prune,
         force_conflicts: force,
         timeout: Duration::from_secs(timeout_secs),
+        state_dir: Some(cx.state_dir.clone()),
+        cancel: cancel.clone(),
         ..options(&target)
     };
+    // Live rollout lines (`~ `) at most every 5 seconds.
+    let last_live = std::sync::Mutex::new(None::<Instant>);
     let progress = |line: String| {
+        if let Some(live) = line.strip_prefix("~ ") {
+            let mut last = last_live.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed().as_secs() < 5) {
+                return;
+            }
+            *last = Some(Instant::now());
+            tracing::info!("{live}");
+            eprintln!("  {live}");
+            return;
+        }
         tracing::info!("{line}");
         eprintln!("{line}");
     };
     let result = rt.block_on(async {
-        let client = connect(&target, &desired.namespace).await?;
-        let (plan, kinds) = k::plan(&client, &desired, &opts)
-            .await
-            .map_err(|e| e.to_string())?;
-        for w in &plan.warnings {
-            eprintln!("warning: {w}");
-        }
-        if !plan.errors.is_empty() {
-            return Err(format!(
-                "nothing was changed:\n{}",
-                plan.errors
-                    .iter()
-                    .map(|e| format!("  {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ));
-        }
-        if !plan.has_changes() {
-            return Ok(None);
-        }
-        print!("{}", k::render(&plan));
-        k::apply(&client, &desired, &plan, &kinds, &opts, &progress)
-            .await
-            .map(Some)
-            .map_err(|e| e.to_string())
+        let flag = cancel.clone();
+        // Ctrl-C: the request in flight finishes; a running rollout returns
+        // traffic to stable; nothing new starts.
+        let watcher = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupt: finishing the current request, then stopping");
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+        let r = apply_inner(&target, &mut desired, &opts, &progress).await;
+        watcher.abort();
+        r
     });
+    if result.is_ok()
+        && let Err(e) = k::rollout::settle(&cx.state_dir, &desired)
+    {
+        eprintln!("warning: rollout history: {e}");
+    }
     match result {
         Ok(None) => {
             println!("No changes. The cluster matches the topology.");
@@ -172,7 +189,7 @@ pub fn run_apply(cx: &Context, prune: bool, force: bool, timeout_secs: u64) -> u
         }
         Ok(Some(s)) => {
             println!(
-                "Apply complete: {} created, {} updated, {} deleted, {} unchanged{} in {:.1}s.",
+                "Apply complete: {} created, {} updated, {} deleted, {} unchanged{}{} in {:.1}s.",
                 s.created,
                 s.updated,
                 s.deleted,
@@ -182,9 +199,21 @@ pub fn run_apply(cx: &Context, prune: bool, force: bool, timeout_secs: u64) -> u
                 } else {
                     String::new()
                 },
+                if s.rollouts > 0 {
+                    format!(", {} rollout(s)", s.rollouts)
+                } else {
+                    String::new()
+                },
                 started.elapsed().as_secs_f64()
             );
             0
+        }
+        Err(e) if cancel.load(Ordering::SeqCst) => {
+            eprintln!("error: {e}");
+            eprintln!(
+                "interrupted: the cluster keeps what was done so far; run `stackc apply` again to converge"
+            );
+            130
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -193,14 +222,56 @@ pub fn run_apply(cx: &Context, prune: bool, force: bool, timeout_secs: u64) -> u
     }
 }
 
+async fn apply_inner(
+    target: &KubeTarget,
+    desired: &mut Desired,
+    opts: &Options,
+    progress: &(dyn Fn(String) + Sync),
+) -> Result<Option<k::Summary>, String> {
+    let client = connect(target, &desired.namespace).await?;
+    // The live colours first: the manifests are compared as the cluster
+    // runs them.
+    k::observe(&client, desired)
+        .await
+        .map_err(|e| e.to_string())?;
+    let desired: &Desired = desired;
+    let (plan, kinds) = k::plan(&client, desired, opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    for w in &plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !plan.errors.is_empty() {
+        return Err(format!(
+            "nothing was changed:\n{}",
+            plan.errors
+                .iter()
+                .map(|e| format!("  {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    if !plan.has_changes() {
+        return Ok(None);
+    }
+    print!("{}", k::render(&plan));
+    k::apply(&client, desired, &plan, &kinds, opts, progress)
+        .await
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 pub fn run_drift(ui: &Ui, input: &Input, cx: &Context, json: bool) -> u8 {
-    let Some((desired, target)) = setup(cx) else {
+    let Some((mut desired, target)) = setup(cx) else {
         return 1;
     };
     let Some(rt) = runtime() else { return 1 };
     let opts = options(&target);
     let result = rt.block_on(async {
         let client = connect(&target, &desired.namespace).await?;
+        k::observe(&client, &mut desired)
+            .await
+            .map_err(|e| e.to_string())?;
         k::drift(&client, &desired, &cx.topology.drift_ignore, &opts)
             .await
             .map_err(|e| e.to_string())
@@ -262,6 +333,80 @@ pub fn run_destroy(cx: &Context, volumes: bool) -> u8 {
                 d.namespace_kept
                     .map(|w| format!("; namespace `{}` kept: {w}", desired.namespace))
                     .unwrap_or_default()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// `stackc rollout abort SERVICE` when the apply that ran the rollout has
+/// stopped: traffic back on stable and the new track at 0, under the
+/// stack's lock.
+pub fn rollout_abort_stopped(cx: &Context, service: &str) -> u8 {
+    let Some((mut desired, target)) = setup(cx) else {
+        return 1;
+    };
+    let _lock = match Lock::acquire(&cx.state_dir, &desired.stack, "stackc rollout") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let Some(rt) = runtime() else { return 1 };
+    let opts = options(&target);
+    let result = rt.block_on(async {
+        let client = connect(&target, &desired.namespace).await?;
+        k::rollout::abort_stopped(&client, &mut desired, service, &cx.state_dir, &opts)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => {
+            println!("aborted: all traffic of `{service}` is on the stable version");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// `stackc rollout undo SERVICE`: all traffic back to the previous colour
+/// that keep-previous keeps, under the stack's lock.
+pub fn rollout_undo(cx: &Context, service: &str) -> u8 {
+    let Some((mut desired, target)) = setup(cx) else {
+        return 1;
+    };
+    let _lock = match Lock::acquire(&cx.state_dir, &desired.stack, "stackc rollout") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let Some(rt) = runtime() else { return 1 };
+    let opts = options(&target);
+    let result = rt.block_on(async {
+        let client = connect(&target, &desired.namespace).await?;
+        k::observe(&client, &mut desired)
+            .await
+            .map_err(|e| e.to_string())?;
+        k::rollout::undo(&client, &desired, service, &cx.state_dir, &opts, &|l| {
+            eprintln!("{l}")
+        })
+        .await
+        .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => {
+            println!(
+                "`{service}` runs its previous version again. The topology still names the new one: `stackc drift` reports it until the topology is changed back, and the next apply rolls the new version out again."
             );
             0
         }

@@ -101,7 +101,13 @@
 //!   Deployment `NAME` and `NAME-canary` (0 replicas), the Service `NAME`
 //!   selecting both (traffic splits by replica count), `NAME-stable` only
 //!   the stable track; the HPA scales the stable track. Steps, gates and
-//!   failure action are `io.stackc.rollout/*` annotations for the deployer.
+//!   failure action are `io.stackc.rollout/*` annotations. `stackc apply`
+//!   with a Kubernetes target runs the rollouts on this form
+//!   (`crate::apply::kube::rollout`): it reads the active colour from the
+//!   Service `NAME` and recolours these manifests for it (the colours'
+//!   replicas and the three selectors swap), scales the new track, holds
+//!   the health gate on its Pods and switches the selector (blue-green) or
+//!   scales the canary per step and then updates the stable Deployment.
 //! - **Balancers**: nginx Deployment + ConfigMap + Service (LoadBalancer
 //!   when a listener is public, port = the published port). The nginx.conf
 //!   routes to the Services' cluster DNS names with the rate limits, route

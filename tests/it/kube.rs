@@ -834,6 +834,39 @@ fn cli_reports_an_unreachable_cluster_clearly() {
         "{}",
         r.stderr
     );
+    // Rollout commands work on Kubernetes targets: without a running
+    // rollout there is nothing to steer, and the history is read.
+    let state = tempfile::tempdir().unwrap();
+    let r = run(stackc().current_dir(state.path()).args([
+        "rollout",
+        "promote",
+        "api",
+        root()
+            .join("examples/blue-green-v2/stack.kdl")
+            .to_str()
+            .unwrap(),
+        "--target",
+        "cluster",
+    ]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no rollout of `api` is running"),
+        "{}",
+        r.stderr
+    );
+    let r = run(stackc().current_dir(state.path()).args([
+        "rollout",
+        "history",
+        "api",
+        root()
+            .join("examples/blue-green-v2/stack.kdl")
+            .to_str()
+            .unwrap(),
+        "--target",
+        "cluster",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("api: no rollout yet"), "{}", r.stdout);
     let r = run(stackc().args([
         "rollout",
         "status",
@@ -843,7 +876,12 @@ fn cli_reports_an_unreachable_cluster_clearly() {
         "cluster",
     ]));
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("Kubernetes target"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("`api-gateway` is not a service with a rollout policy"),
+        "{}",
+        r.stderr
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -954,6 +992,83 @@ fn real_cluster_plan_apply_drift_conflict_destroy() {
         real(d, &["apply", "--force-conflicts", "--timeout", "180"]).code,
         0
     );
+    assert_eq!(real(d, &["drift"]).code, 0);
+    assert_eq!(real(d, &["destroy", "--yes", "--volumes"]).code, 0);
+    rt.block_on(ns_api.delete("stackc-e2e", &Default::default()))
+        .ok();
+}
+
+/// A blue-green rollout on a real cluster: an environment change rolls
+/// the service out to green; the next apply changes nothing.
+#[test]
+fn real_cluster_blue_green_rollout() {
+    if !real_cluster() {
+        return;
+    }
+    let topology = |version: &str| {
+        format!(
+            r#"stack "stackc-e2e" version="1.0.0"
+
+kubernetes namespace="stackc-e2e"
+
+service "web" {{
+    image "busybox:1.36.1"
+    command "httpd" "-f" "-p" "8080"
+    cluster "active-active" replicas=2
+    port 8080
+    env "VERSION" "{version}"
+    health tcp=8080 interval="2s"
+    rollout "blue-green" {{
+        gate healthy-for="6s"
+    }}
+}}
+"#
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("stack.kdl"), topology("1")).unwrap();
+    std::fs::create_dir(d.join("targets")).unwrap();
+    std::fs::write(
+        d.join("targets/e2e.kdl"),
+        "target \"e2e\" {\n    kubernetes namespace=\"stackc-e2e\"\n}\n",
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt
+        .block_on(kube::Client::try_default())
+        .expect("kubeconfig");
+    let ns_api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "stackc-e2e", "labels": LABELS("stackc-e2e")}});
+    rt.block_on(ns_api.patch(
+        "stackc-e2e",
+        &kube::api::PatchParams::apply("e2e-setup"),
+        &kube::api::Patch::Apply(&ns),
+    ))
+    .expect("namespace");
+    assert_eq!(real(d, &["apply", "--timeout", "180"]).code, 0);
+    std::fs::write(d.join("stack.kdl"), topology("2")).unwrap();
+    let plan = real(d, &["plan", "--detailed-exitcode"]);
+    assert_eq!(plan.code, 2);
+    assert!(
+        plan.stdout.contains(">> rollout web (blue-green)"),
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(real(d, &["apply", "--timeout", "180"]).code, 0);
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client.clone(), "stackc-e2e");
+    let web = rt.block_on(services.get("web")).expect("Service web");
+    assert_eq!(
+        web.spec
+            .and_then(|s| s.selector)
+            .and_then(|s| s.get("io.stackc.track").cloned())
+            .as_deref(),
+        Some("green")
+    );
+    let again = real(d, &["apply"]);
+    assert_eq!(again.code, 0);
+    assert!(again.stdout.contains("No changes."), "{}", again.stdout);
     assert_eq!(real(d, &["drift"]).code, 0);
     assert_eq!(real(d, &["destroy", "--yes", "--volumes"]).code, 0);
     rt.block_on(ns_api.delete("stackc-e2e", &Default::default()))

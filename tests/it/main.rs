@@ -11,6 +11,7 @@ mod hostile_text;
 mod injection;
 mod invalid;
 mod kube;
+mod kube_rollout;
 mod kubernetes;
 mod support;
 mod targets;

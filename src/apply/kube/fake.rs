@@ -7,9 +7,21 @@
 //! the API server (conflicts, shared ownership, release of fields a
 //! manager stops applying), plays the workload controllers (applied
 //! Deployments and StatefulSets become available at once, unless told
-//! otherwise), and records every request. It can be told to refuse an
-//! object as invalid (422), to hide an API group from discovery (404), and
-//! to change a field "by hand" as another manager.
+//! otherwise), and records every request with its body. It can be told to
+//! refuse an object as invalid (422), to hide an API group from discovery
+//! (404), and to change a field "by hand" as another manager.
+//!
+//! Pods: an applied Deployment gets `spec.replicas` Pods, labelled and
+//! specified from its pod template (a changed template replaces them, a
+//! changed replica count adds or removes some), Ready with no restarts, and
+//! removed with the Deployment. [`FakeApi::crash_image`] makes the Pods
+//! that run an image crash-loop: the first read finds them ready, every
+//! later read finds them restarted once more and not ready
+//! (`CrashLoopBackOff`). The Deployment's status is not changed by it (its
+//! Pods started), so only something that reads the Pods notices.
+//! [`FakeApi::log`] appends a line to a Pod's log (served by
+//! `GET .../pods/NAME/log`, with the kubelet's RFC 3339 timestamps when
+//! asked). A created Service gets a cluster IP, as from the API server.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +39,8 @@ pub struct Recorded {
     pub path: String,
     /// The query string, `""` when there is none.
     pub query: String,
+    /// The request body as JSON (`null` when there is none).
+    pub body: Value,
 }
 
 impl Recorded {
@@ -65,6 +79,20 @@ struct State {
     hidden: BTreeSet<String>,
     invalid: BTreeMap<(String, String), String>,
     never_ready: BTreeSet<String>,
+    /// Images whose Pods crash-loop.
+    crashing: BTreeSet<String>,
+    /// Reads of each Pod (namespace, name), for crash-looping ones.
+    pod_reads: BTreeMap<(String, String), i64>,
+    /// Log lines of each Pod (namespace, name), with their timestamps.
+    logs: BTreeMap<(String, String), Vec<String>>,
+    /// The Pods of each Deployment (namespace, name): found without a scan
+    /// of every object (benchmarks apply tens of thousands).
+    pods_of: BTreeMap<(String, String), Vec<String>>,
+    /// Writes answered so far, and after how many the next ones hang.
+    writes_seen: usize,
+    stall_after: Option<usize>,
+    /// A write is hanging.
+    stalled: bool,
     version: u64,
 }
 
@@ -81,6 +109,7 @@ const KINDS: &[(&str, &str, &str, bool)] = &[
     ("v1", "ConfigMap", "configmaps", true),
     ("v1", "Secret", "secrets", true),
     ("v1", "Service", "services", true),
+    ("v1", "Pod", "pods", true),
     (
         "v1",
         "PersistentVolumeClaim",
@@ -203,6 +232,42 @@ impl FakeApi {
         self.lock().never_ready.insert(name.to_string());
     }
 
+    /// Append `line` to the log of Pod `pod`, stamped now (RFC 3339 UTC
+    /// with nanoseconds, as the kubelet stamps them).
+    pub fn log(&self, namespace: &str, pod: &str, line: &str) {
+        let (_, now) = crate::apply::rollout::chrono_now();
+        self.lock()
+            .logs
+            .entry((namespace.to_string(), pod.to_string()))
+            .or_default()
+            .push(format!("{now} {line}"));
+    }
+
+    /// After `n` more writes, every write hangs unanswered and is not
+    /// carried out: the client can then be dropped, as a `kill -9` of
+    /// stackc right after its `n`-th write would leave the cluster.
+    pub fn stall_writes_after(&self, n: usize) {
+        let mut st = self.lock();
+        st.stall_after = Some(st.writes_seen + n);
+    }
+
+    /// No write hangs any more.
+    pub fn unstall(&self) {
+        let mut st = self.lock();
+        st.stall_after = None;
+        st.stalled = false;
+    }
+
+    /// A write is hanging (see [`FakeApi::stall_writes_after`]).
+    pub fn stalled(&self) -> bool {
+        self.lock().stalled
+    }
+
+    /// The Pods running `image` crash-loop (see the module docs).
+    pub fn crash_image(&self, image: &str) {
+        self.lock().crashing.insert(image.to_string());
+    }
+
     /// Put an object there as another client would (`manager`, an update):
     /// e.g. a Secret, or an object without the stack's labels.
     pub fn insert(&self, plural: &str, manager: &str, mut value: Value) {
@@ -269,9 +334,27 @@ impl FakeApi {
             .map(render)
     }
 
-    /// `(plural, namespace, name)` of every stored object.
+    /// `(plural, namespace, name)` of every stored object (Pods, which
+    /// the fake's controllers make, are left out: see [`FakeApi::pods`]).
     pub fn names(&self) -> Vec<(String, String, String)> {
-        self.lock().objects.keys().cloned().collect()
+        self.lock()
+            .objects
+            .keys()
+            .filter(|(p, _, _)| p != "pods")
+            .cloned()
+            .collect()
+    }
+
+    /// The Pods of Deployment `deployment` in `namespace`, as stored.
+    pub fn pods(&self, namespace: &str, deployment: &str) -> Vec<Value> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|((p, ns, _), o)| {
+                p == "pods" && ns == namespace && pod_owner(&o.value) == Some(deployment)
+            })
+            .map(|(_, o)| o.value.clone())
+            .collect()
     }
 
     async fn handle(&self, req: Request<Body>) -> Response<Body> {
@@ -286,11 +369,29 @@ impl FakeApi {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("")
             .to_string();
-        self.lock().requests.push(Recorded {
+        let recorded = Recorded {
             method: method.clone(),
             path: path.clone(),
             query: query.clone(),
-        });
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        };
+        let stall = {
+            let mut st = self.lock();
+            let stall = recorded.is_write() && st.stall_after.is_some_and(|n| st.writes_seen >= n);
+            if recorded.is_write() && !stall {
+                st.writes_seen += 1;
+            }
+            if !stall {
+                st.requests.push(recorded);
+            }
+            st.stalled |= stall;
+            stall
+        };
+        if stall {
+            // The process that sent it is about to be killed: no answer,
+            // and the request never reaches the server.
+            std::future::pending::<()>().await;
+        }
         let q: BTreeMap<String, String> = query
             .split('&')
             .filter(|s| !s.is_empty())
@@ -299,12 +400,58 @@ impl FakeApi {
                 (k.to_string(), decode(v))
             })
             .collect();
+        if let Some((code, text)) = self.pod_log(&method, &path, &q) {
+            return Response::builder()
+                .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+                .header("content-type", "text/plain")
+                .body(Body::from(text.into_bytes()))
+                .expect("response");
+        }
         let (code, value) = self.route(&method, &path, &q, &accept, &bytes);
         Response::builder()
             .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
             .header("content-type", "application/json")
             .body(Body::from(serde_json::to_vec(&value).unwrap_or_default()))
             .expect("response")
+    }
+
+    /// `GET /api/v1/namespaces/NS/pods/NAME/log`: the lines logged so far
+    /// (`timestamps=true`: with their timestamps).
+    fn pod_log(
+        &self,
+        method: &str,
+        path: &str,
+        q: &BTreeMap<String, String>,
+    ) -> Option<(u16, String)> {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let ["api", "v1", "namespaces", ns, "pods", name, "log"] = segs.as_slice() else {
+            return None;
+        };
+        if method != "GET" {
+            return Some((405, format!("{method} is not supported on pods/log")));
+        }
+        let st = self.lock();
+        let key = ("pods".to_string(), ns.to_string(), name.to_string());
+        if !st.objects.contains_key(&key) {
+            return Some((404, format!("pods \"{name}\" not found")));
+        }
+        let stamped = q.get("timestamps").is_some_and(|t| t == "true");
+        let mut out = String::new();
+        for l in st
+            .logs
+            .get(&(ns.to_string(), name.to_string()))
+            .into_iter()
+            .flatten()
+        {
+            let l = if stamped {
+                l.as_str()
+            } else {
+                l.split_once(' ').map_or(l.as_str(), |(_, rest)| rest)
+            };
+            out.push_str(l);
+            out.push('\n');
+        }
+        Some((200, out))
     }
 
     fn route(
@@ -385,7 +532,10 @@ impl FakeApi {
                             .collect()
                     })
                     .unwrap_or_default();
-                let st = self.lock();
+                let mut st = self.lock();
+                if plural == "pods" {
+                    crash_reads(&mut st, ns);
+                }
                 let items: Vec<Value> = st
                     .objects
                     .iter()
@@ -420,6 +570,17 @@ impl FakeApi {
                     Some(_) => {
                         if plural == "namespaces" {
                             st.objects.retain(|(_, o_ns, _), _| o_ns != n);
+                            st.pods_of.retain(|(o_ns, _), _| o_ns != n);
+                        }
+                        if plural == "deployments" {
+                            for pod in st
+                                .pods_of
+                                .remove(&(ns.to_string(), n.to_string()))
+                                .unwrap_or_default()
+                            {
+                                st.objects
+                                    .remove(&("pods".to_string(), ns.to_string(), pod));
+                            }
                         }
                         (
                             200,
@@ -576,6 +737,18 @@ impl FakeApi {
             .managers
             .insert(manager.clone(), ("Apply".into(), paths));
         let version = st.version + 1;
+        if !exists
+            && kind == "Service"
+            && stored.value.pointer("/spec/clusterIP").is_none()
+            && let Some(spec) = stored.value.get_mut("spec").and_then(Value::as_object_mut)
+        {
+            // Allocated by the API server; stackc never sets it.
+            let n = st.objects.keys().filter(|k| k.0 == "services").count() + 1;
+            spec.insert(
+                "clusterIP".into(),
+                json!(format!("10.96.{}.{}", n / 250, n % 250 + 1)),
+            );
+        }
         if !exists {
             let meta = stored.value["metadata"].as_object_mut().expect("metadata");
             meta.insert("uid".into(), json!(format!("uid-{version}")));
@@ -626,10 +799,140 @@ impl FakeApi {
         let out = render(&stored);
         if !dry && changed {
             st.version = version;
+            if kind == "Deployment" {
+                sync_pods(&mut st, ns, name, &stored.value);
+            }
             st.objects.insert(key, stored);
         }
         (200, out)
     }
+}
+
+/// The Deployment a fake Pod belongs to.
+fn pod_owner(pod: &Value) -> Option<&str> {
+    pod.pointer("/metadata/ownerReferences/0/name")
+        .and_then(Value::as_str)
+}
+
+/// The replica set controller: `spec.replicas` Pods from the pod
+/// template of Deployment `name`. Pods of another template are replaced;
+/// those of the same template are kept (with their restart counts).
+fn sync_pods(st: &mut State, ns: &str, name: &str, deployment: &Value) {
+    let template = deployment
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let hash = {
+        // FNV-1a of the template: a stand-in for pod-template-hash.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in serde_json::to_vec(&template).unwrap_or_default() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        format!("{h:08x}")
+    };
+    let replicas = deployment
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
+        .max(0);
+    let prefix = format!("{name}-{hash}-");
+    // Kept: Pods of other Deployments, and this template's Pods below the
+    // replica count.
+    let current = |o_name: &str| {
+        o_name
+            .strip_prefix(&prefix)
+            .and_then(|i| i.parse::<i64>().ok())
+            .is_some_and(|i| i < replicas)
+    };
+    let owned = st
+        .pods_of
+        .remove(&(ns.to_string(), name.to_string()))
+        .unwrap_or_default();
+    let mut kept = Vec::new();
+    for pod in owned {
+        if current(&pod) {
+            kept.push(pod);
+        } else {
+            st.objects
+                .remove(&("pods".to_string(), ns.to_string(), pod));
+        }
+    }
+    let containers: Vec<Value> = template
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for i in 0..replicas {
+        let pod_name = format!("{prefix}{i}");
+        let key = ("pods".to_string(), ns.to_string(), pod_name.clone());
+        if st.objects.contains_key(&key) {
+            continue;
+        }
+        kept.push(pod_name.clone());
+        st.version += 1;
+        let statuses: Vec<Value> = containers
+            .iter()
+            .map(|c| json!({"name": c["name"], "image": c["image"], "ready": true, "restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}))
+            .collect();
+        let value = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": pod_name, "namespace": ns,
+                "labels": template.pointer("/metadata/labels").cloned().unwrap_or(json!({})),
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": "fake", "controller": true}],
+                "uid": format!("uid-{}", st.version), "resourceVersion": st.version.to_string(),
+                "creationTimestamp": "2026-01-01T00:00:00Z"
+            },
+            "spec": template.get("spec").cloned().unwrap_or(json!({})),
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": statuses}
+        });
+        st.objects.insert(
+            key,
+            Stored {
+                value,
+                managers: BTreeMap::new(),
+            },
+        );
+    }
+    st.pods_of.insert((ns.to_string(), name.to_string()), kept);
+}
+
+/// A read of the Pods of `ns`: crash-looping ones have restarted once
+/// more since the last read (none at the first) and are not ready.
+fn crash_reads(st: &mut State, ns: &str) {
+    let crashing = st.crashing.clone();
+    let mut reads = std::mem::take(&mut st.pod_reads);
+    for ((p, o_ns, name), o) in st.objects.iter_mut() {
+        if p != "pods" || (!ns.is_empty() && o_ns != ns) {
+            continue;
+        }
+        let crashes = o
+            .value
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["image"].as_str().is_some_and(|i| crashing.contains(i)))
+            });
+        if !crashes {
+            continue;
+        }
+        let n = reads.entry((o_ns.clone(), name.clone())).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            let restarts = *n - 1;
+            o.value["status"]["conditions"] =
+                json!([{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]);
+            if let Some(Value::Array(cs)) = o.value.pointer_mut("/status/containerStatuses") {
+                for c in cs {
+                    c["ready"] = json!(false);
+                    c["restartCount"] = json!(restarts);
+                    c["state"] = json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}});
+                }
+            }
+        }
+    }
+    st.pod_reads = reads;
 }
 
 /// The object with its managedFields.

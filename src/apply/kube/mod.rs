@@ -19,6 +19,9 @@
 //!   fields stackc applies, not the ones others own (replicas of an
 //!   autoscaled workload are left to the autoscaler).
 //! - [`destroy`] deletes the stack's objects in reverse stage order.
+//! - [`rollout`]: blue-green and canary rollouts of the two-Deployment
+//!   form; [`observe`] reads the live colour of every blue-green service
+//!   into the manifests before anything is compared.
 //!
 //! Objects without the stack's labels are never changed or deleted.
 //! Secrets are never read: their existence is checked with metadata-only
@@ -26,8 +29,12 @@
 
 pub mod fake;
 pub mod fields;
+pub mod rollout;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1 as apps;
@@ -101,6 +108,14 @@ pub struct Desired {
     pub claim_prefixes: Vec<String>,
     /// The workload stage of every component of the graph.
     pub component_stages: BTreeMap<String, usize>,
+    /// Services whose two Deployments rollouts drive.
+    pub rollouts: Vec<rollout::Spec>,
+    /// Blue-green service -> the colour the manifests make active (blue
+    /// until [`observe`] read the cluster).
+    pub active: BTreeMap<String, String>,
+    /// Deployments of a previous colour kept by `keep-previous`, with the
+    /// unix time they are kept until.
+    pub kept: BTreeMap<String, u64>,
 }
 
 impl Desired {
@@ -125,6 +140,12 @@ pub struct Options {
     pub timeout: Duration,
     /// Time between two readiness checks.
     pub poll: Duration,
+    /// Where rollout history and operator commands live (none: no
+    /// history, no commands).
+    pub state_dir: Option<PathBuf>,
+    /// Set on Ctrl-C: a running rollout returns traffic to stable and the
+    /// apply stops.
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl Default for Options {
@@ -135,6 +156,8 @@ impl Default for Options {
             prune: false,
             timeout: Duration::from_secs(300),
             poll: Duration::from_secs(2),
+            state_dir: None,
+            cancel: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -329,11 +352,20 @@ pub fn desired(t: &Topology, g: &Graph, profile: &Profile) -> Result<Desired, St
             profile.name
         ));
     }
+    let rollouts = rollout::specs(t, &objects, &scaled);
+    let active = rollouts
+        .iter()
+        .filter(|r| r.policy.strategy == crate::model::RolloutStrategy::BlueGreen)
+        .map(|r| (r.service.clone(), "blue".to_string()))
+        .collect();
     Ok(Desired {
         stack,
         namespace,
         stages: stages(g),
         objects,
+        rollouts,
+        active,
+        kept: BTreeMap::new(),
         secrets: secrets
             .into_iter()
             .map(|(name, users)| SecretRef {
@@ -350,6 +382,15 @@ pub fn desired(t: &Topology, g: &Graph, profile: &Profile) -> Result<Desired, St
             .map(|(i, c)| (c.name.clone(), FIRST_PHASE + phase_of[i]))
             .collect(),
     })
+}
+
+/// Read the live colour of every blue-green service and make the
+/// manifests say it (see [`rollout`]); call before [`plan`], [`apply`]
+/// and [`drift`].
+pub async fn observe(client: &Client, desired: &mut Desired) -> Result<(), Error> {
+    let live = rollout::read_live(client, desired).await?;
+    rollout::set_live(desired, &live);
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -708,6 +749,9 @@ pub enum Action {
     Skip,
     /// Exists without the stack's labels: used as it is, never changed.
     External,
+    /// The previous colour of a blue-green rollout, kept running without
+    /// traffic for `keep-previous`: left as it is until the time is up.
+    Kept,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -742,6 +786,11 @@ pub struct Plan {
     pub stack: String,
     pub namespace: String,
     pub changes: Vec<Change>,
+    /// Rollouts the apply runs instead of updating those Deployments in
+    /// place.
+    pub rollouts: Vec<rollout::Pending>,
+    /// Kept previous colours (Deployment -> unix time kept until).
+    pub kept: BTreeMap<String, u64>,
     pub warnings: Vec<String>,
     pub errors: Vec<String>,
 }
@@ -867,9 +916,17 @@ pub async fn plan(
         stack: desired.stack.clone(),
         namespace: desired.namespace.clone(),
         changes: Vec::new(),
+        rollouts: Vec::new(),
+        kept: desired.kept.clone(),
         warnings: Vec::new(),
         errors: Vec::new(),
     };
+    let mut rollout_live: BTreeMap<String, Value> = BTreeMap::new();
+    let rollout_deployments: BTreeSet<&str> = desired
+        .rollouts
+        .iter()
+        .flat_map(|r| r.deployments.iter().map(String::as_str))
+        .collect();
     for (api_version, kind) in &kinds.missing {
         if desired
             .objects
@@ -899,6 +956,20 @@ pub async fn plan(
             p.changes.push(change(desired, o, i, Action::Create));
             continue;
         };
+        if o.kind == "Deployment"
+            && rollout_deployments.contains(o.name.as_str())
+            && owned_by(&live, &desired.stack)
+        {
+            rollout_live.insert(o.name.clone(), live.clone());
+        }
+        if o.kind == "Deployment"
+            && desired.kept.contains_key(&o.name)
+            && owned_by(&live, &desired.stack)
+            && live.pointer("/spec/replicas").and_then(Value::as_i64) > Some(0)
+        {
+            p.changes.push(change(desired, o, i, Action::Kept));
+            continue;
+        }
         if !owned_by(&live, &desired.stack) {
             if o.kind == "Namespace" {
                 p.warnings.push(format!(
@@ -948,6 +1019,9 @@ pub async fn plan(
             Err(e) => return Err(e),
         }
     }
+    let (rollouts, warnings) = rollout::pending(desired, &p.changes, &rollout_live);
+    p.rollouts = rollouts;
+    p.warnings.extend(warnings);
     for s in missing_secrets(client, desired, namespace_exists).await? {
         p.errors.push(format!(
             "Secret `{}` (used by {}) does not exist in namespace `{}`: create it before applying (the commands are in kubernetes/00-namespace.yaml of `stackc build`)",
@@ -1013,6 +1087,13 @@ pub async fn plan(
     Ok((p, kinds))
 }
 
+/// When a kept Deployment's time is up, as `HH:MM:SS UTC`.
+fn desired_clock(p: &Plan, name: &str) -> String {
+    p.kept
+        .get(name)
+        .map_or_else(|| "?".to_string(), |t| crate::plan::clock(*t))
+}
+
 fn show_value(v: Option<&Value>) -> String {
     match v {
         None => "(unset)".into(),
@@ -1049,6 +1130,14 @@ pub fn render(p: &Plan) -> String {
                 "=",
                 "exists without the stack's labels: used as it is, never changed".to_string(),
             ),
+            Action::Kept => (
+                "=",
+                format!(
+                    "previous version kept until {} (`stackc rollout undo {}`); no change",
+                    desired_clock(p, &c.name),
+                    c.component
+                ),
+            ),
             Action::Unchanged => continue,
         };
         out.push_str(&format!("  {sym:<2} {} [{}]: {what}\n", c.label(), c.stage));
@@ -1066,6 +1155,7 @@ pub fn render(p: &Plan) -> String {
             ));
         }
     }
+    out.push_str(&rollout::render(&p.rollouts));
     for e in &p.errors {
         out.push_str(&format!("  error: {e}\n"));
     }
@@ -1093,6 +1183,8 @@ pub struct Summary {
     pub deleted: usize,
     pub unchanged: usize,
     pub skipped: usize,
+    /// Rollouts run (their objects count as updated).
+    pub rollouts: usize,
 }
 
 /// Apply `plan` (made by [`plan`] with the same options) stage by stage.
@@ -1111,16 +1203,28 @@ pub async fn apply(
         )));
     }
     let mut s = Summary {
-        unchanged: plan.count(Action::Unchanged) + plan.count(Action::External),
+        unchanged: plan.count(Action::Unchanged)
+            + plan.count(Action::External)
+            + plan.count(Action::Kept),
         skipped: plan.count(Action::Skip),
         ..Summary::default()
     };
-    let writes = |c: &&Change| matches!(c.action, Action::Create | Action::Update);
+    // The objects a rollout writes are left to it.
+    let taken: BTreeSet<usize> = plan
+        .rollouts
+        .iter()
+        .flat_map(|r| r.objects.iter().copied())
+        .collect();
+    let writes = |c: &&Change| {
+        matches!(c.action, Action::Create | Action::Update)
+            && c.object.is_none_or(|i| !taken.contains(&i))
+    };
     let last_write = plan
         .changes
         .iter()
         .filter(writes)
         .map(|c| c.stage_index)
+        .chain(plan.rollouts.iter().map(|r| r.stage))
         .max();
     for (si, stage) in desired.stages.iter().enumerate() {
         let todo: Vec<&Change> = plan
@@ -1133,6 +1237,9 @@ pub async fn apply(
             progress(format!("stage {}: {} object(s)", stage.name, todo.len()));
         }
         for c in todo {
+            if opts.cancel.load(Ordering::SeqCst) {
+                return Err(Error::new("interrupted before the next change"));
+            }
             let o = &desired.objects[c.object.expect("desired object")];
             let r = kinds.get(&o.api_version, &o.kind).expect("served kind");
             let mut pp = PatchParams::apply(&opts.field_manager);
@@ -1152,6 +1259,10 @@ pub async fn apply(
                 progress(format!("  update {}", o.label()));
             }
         }
+        for r in plan.rollouts.iter().filter(|r| r.stage == si) {
+            s.updated += rollout::run(client, desired, kinds, r, opts, progress).await?;
+            s.rollouts += 1;
+        }
         if stage.gated && last_write.is_some_and(|l| si <= l) {
             wait_stage(client, desired, kinds, si, opts, progress).await?;
         }
@@ -1163,6 +1274,9 @@ pub async fn apply(
         .collect();
     prune.sort_by_key(|c| std::cmp::Reverse(c.stage_index));
     for c in prune {
+        if opts.cancel.load(Ordering::SeqCst) {
+            return Err(Error::new("interrupted before the next deletion"));
+        }
         let Some(r) = kinds.get(&c.api_version, &c.kind) else {
             continue;
         };
@@ -1277,29 +1391,50 @@ async fn wait_stage(
     ));
     let started = Instant::now();
     for o in workloads {
-        let r = kinds.get(&o.api_version, &o.kind).expect("served kind");
-        let a = api(client, r, o.namespace.as_deref(), &desired.namespace);
-        loop {
-            let live = a
-                .get(&o.name)
-                .await
-                .map_err(|e| Error::from_kube(&o.label(), e))?;
-            let v = serde_json::to_value(live).unwrap_or_default();
-            let Some(why) = not_available(&o.kind, &v) else {
-                break;
-            };
-            if started.elapsed() >= opts.timeout {
-                return Err(Error::new(format!(
-                    "{} in namespace `{}` was not available after {}s: {why}",
-                    o.label(),
-                    desired.namespace,
-                    opts.timeout.as_secs()
-                )));
-            }
-            tokio::time::sleep(opts.poll).await;
-        }
+        wait_one(client, desired, kinds, o, started, opts).await?;
     }
     Ok(())
+}
+
+/// Wait until workload `o` is available, at most `opts.timeout` from
+/// `started`; an interrupt stops the wait.
+async fn wait_one(
+    client: &Client,
+    desired: &Desired,
+    kinds: &Kinds,
+    o: &Object,
+    started: Instant,
+    opts: &Options,
+) -> Result<(), Error> {
+    let r = kinds
+        .get(&o.api_version, &o.kind)
+        .ok_or_else(|| Error::new(format!("the cluster does not serve {}", o.kind)))?;
+    let a = api(client, r, o.namespace.as_deref(), &desired.namespace);
+    loop {
+        let live = a
+            .get(&o.name)
+            .await
+            .map_err(|e| Error::from_kube(&o.label(), e))?;
+        let v = serde_json::to_value(live).unwrap_or_default();
+        let Some(why) = not_available(&o.kind, &v) else {
+            return Ok(());
+        };
+        if started.elapsed() >= opts.timeout {
+            return Err(Error::new(format!(
+                "{} in namespace `{}` was not available after {}s: {why}",
+                o.label(),
+                desired.namespace,
+                opts.timeout.as_secs()
+            )));
+        }
+        if opts.cancel.load(Ordering::SeqCst) {
+            return Err(Error::new(format!(
+                "interrupted while waiting for {}",
+                o.label()
+            )));
+        }
+        tokio::time::sleep(opts.poll).await;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1347,6 +1482,13 @@ pub async fn drift(
             items.push(item(o, "object".into(), "present".into(), "missing".into()));
             continue;
         };
+        // A previous colour kept by keep-previous is not drift while kept.
+        if o.kind == "Deployment"
+            && desired.kept.contains_key(&o.name)
+            && live.pointer("/spec/replicas").and_then(Value::as_i64) > Some(0)
+        {
+            continue;
+        }
         if !owned_by(&live, &desired.stack) {
             if o.kind != "Namespace" {
                 items.push(item(
