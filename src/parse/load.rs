@@ -33,6 +33,9 @@ impl Loaded {
 }
 
 /// Load the topology at `path`, with `env` selected.
+/// Top-level nodes from which a tree is freed on another thread.
+const LARGE_TREE: usize = 1024;
+
 pub fn load(path: &Path, env: Option<&str>) -> Loaded {
     let mut sources = SourceMap::new();
     let mut diags = Diagnostics::new();
@@ -120,6 +123,10 @@ fn finish(
     crate::timing::mark("imports and overrides");
     let topology = decode::decode(&merged, env, &mut diags);
     crate::timing::mark("decode");
+    // Freeing a large tree takes milliseconds the checks need not wait for.
+    if merged.len() >= LARGE_TREE {
+        std::thread::spawn(move || drop(merged));
+    }
     Loaded {
         sources,
         topology,

@@ -16,19 +16,46 @@ mod warnings;
 use crate::diag::Diagnostics;
 use crate::model::Topology;
 
-/// Run every rule; all findings are returned, none stops the others.
+/// Topologies with fewer services are checked on one thread.
+const PARALLEL_SERVICES: usize = 512;
+
+/// Run every rule; all findings are returned, none stops the others. The
+/// findings come in the same order whether or not the rules ran on two
+/// threads: the name rules' first, then the others'.
 pub fn validate(t: &Topology) -> Diagnostics {
+    let names = |out: &mut Diagnostics| {
+        names::check(t, out);
+        duplicates::check(t, out);
+    };
+    let others = |out: &mut Diagnostics| {
+        references::check(t, out);
+        resources::check(t, out);
+        network::check(t, out);
+        secrets::check(t, out);
+        cluster::check(t, out);
+        ports::check(t, out);
+        warnings::check(t, out);
+        crosscheck::check(t, out);
+    };
     let mut out = Diagnostics::new();
-    names::check(t, &mut out);
-    duplicates::check(t, &mut out);
-    references::check(t, &mut out);
-    resources::check(t, &mut out);
-    network::check(t, &mut out);
-    secrets::check(t, &mut out);
-    cluster::check(t, &mut out);
-    ports::check(t, &mut out);
-    warnings::check(t, &mut out);
-    crosscheck::check(t, &mut out);
+    if t.services.len() < PARALLEL_SERVICES {
+        names(&mut out);
+        others(&mut out);
+        return out;
+    }
+    let mut rest = Diagnostics::new();
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| {
+            let mut d = Diagnostics::new();
+            names(&mut d);
+            d
+        });
+        others(&mut rest);
+        out = first
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    });
+    out.extend(rest);
     out
 }
 

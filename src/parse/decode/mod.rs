@@ -9,7 +9,7 @@ mod platform;
 mod service;
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
-use crate::model::{DriftIgnore, Environment, PhaseDecl, PhaseList, Stack, Topology};
+use crate::model::{DriftIgnore, Environment, PhaseDecl, PhaseList, Service, Stack, Topology};
 use crate::parse::reader::{NodeReader, Once, unknown_node};
 use crate::parse::tree::Node;
 use crate::source::Span;
@@ -45,15 +45,17 @@ pub fn decode(
     let mut kubernetes = None;
     let mut phases = None;
     let mut environments = Vec::new();
-    let mut services =
-        Vec::with_capacity(nodes.iter().filter(|n| n.name.value == "service").count());
+    // Services are most of a large topology and decode independently:
+    // they are decoded on several threads first, and taken in order below.
+    let mut decoded = decode_services(nodes);
+    let mut services = Vec::with_capacity(decoded.iter().filter(|d| d.is_some()).count());
     let mut balancers = Vec::new();
     let mut jobs = Vec::new();
     let mut drift_ignore = Vec::new();
     let mut once = Once::default();
     let mut first_span: Option<Span> = None;
 
-    for node in nodes {
+    for (node, decoded) in nodes.iter().zip(&mut decoded) {
         first_span.get_or_insert(node.name.span);
         match node.name.value.as_str() {
             "stack" => {
@@ -67,7 +69,11 @@ pub fn decode(
                 }
             }
             "env" => environments.extend(decode_env(node, out)),
-            "service" => services.extend(service::decode(node, out)),
+            "service" => {
+                let (service, diags) = decoded.take().expect("decoded above");
+                out.extend(diags);
+                services.extend(service);
+            }
             "balancer" => balancers.extend(balancer::decode(node, out)),
             "monitoring" => {
                 if once.first(node, out) {
@@ -115,6 +121,38 @@ pub fn decode(
         jobs,
         phases,
         drift_ignore,
+    })
+}
+
+/// Below this many top-level nodes, decoding on one thread is faster.
+const PARALLEL_NODES: usize = 512;
+
+/// Each `service` node decoded, with its own diagnostics; `None` for the
+/// other nodes. Large documents are split into one chunk per core.
+fn decode_services(nodes: &[Node]) -> Vec<Option<(Option<Service>, Diagnostics)>> {
+    let one = |n: &Node| {
+        (n.name.value == "service").then(|| {
+            let mut d = Diagnostics::new();
+            (service::decode(n, &mut d), d)
+        })
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if threads < 2 || nodes.len() < PARALLEL_NODES {
+        return nodes.iter().map(one).collect();
+    }
+    let chunk = nodes.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
     })
 }
 
