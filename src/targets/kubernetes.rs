@@ -571,6 +571,27 @@ pub fn min_available(c: &Cluster) -> u32 {
     .min(n)
 }
 
+/// Canary pods for a step of `weight` % beside `n` stable pods: the count
+/// in `1..=n` whose share `c / (n + c)` is closest to the weight (the
+/// smaller count on a tie). The stable Deployment is never scaled down, so
+/// no step goes beyond 50 %.
+pub fn canary_pods(n: i64, weight: u32) -> i64 {
+    let n = n.max(1);
+    let want = f64::from(weight.min(100)) / 100.0;
+    let dist = |c: i64| (c as f64 / (n + c) as f64 - want).abs();
+    (1..=n)
+        .min_by(|a, b| dist(*a).total_cmp(&dist(*b)))
+        .unwrap_or(1)
+}
+
+/// The share of pods, in %, that `c` canary pods beside `n` stable carry.
+pub fn share(n: i64, c: i64) -> u32 {
+    if n + c <= 0 {
+        return 0;
+    }
+    ((c * 100 + (n + c) / 2) / (n + c)) as u32
+}
+
 /// One Deployment or StatefulSet of a service.
 struct Workload {
     name: String,
@@ -1804,19 +1825,23 @@ impl<'a> Emitter<'_, 'a> {
                 }
             }
             RolloutStrategy::Canary => {
-                let n = u64::from(s.instances());
-                let lost: Vec<String> = steps
+                // The split the Kubernetes apply will run (see canary_pods).
+                let n = i64::from(s.instances());
+                let off: Vec<String> = steps
                     .iter()
-                    .filter(|&&p| p < 100 && (u64::from(p) * n + 50) / 100 == 0)
-                    .map(|p| format!("{p}%"))
+                    .filter(|&&w| w < 100)
+                    .filter_map(|&w| {
+                        let sh = share(n, canary_pods(n, w));
+                        (sh != w).then(|| format!("{w}% (runs at {sh}%)"))
+                    })
                     .collect();
-                if !lost.is_empty() {
+                if !off.is_empty() {
                     self.unmapped(
-                        &format!("canary steps {} of `{}`", lost.join(", "), s.name.value),
+                        &format!("canary steps {} of `{}`", off.join(", "), s.name.value),
                         r.steps.span,
                         &format!(
-                            "traffic splits by replica count: with {n} replica(s) the smallest share one canary pod carries is {}%",
-                            100 / (n + 1)
+                            "traffic splits by replica count: with {n} replica(s) the smallest share one canary pod carries is {}%, and the stable pods are never scaled down, so at most 50%",
+                            share(n, 1)
                         ),
                     );
                 }

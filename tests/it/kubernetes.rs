@@ -635,7 +635,11 @@ fn settings_kubernetes_cannot_express_are_reported() {
     );
     let (_, warnings) = build(&example("streamgate"), None);
     assert!(
-        warnings.iter().any(|w| w.starts_with("canary steps 5%")),
+        // The split the apply runs: 1 canary pod beside 3 stable is 25 %;
+        // the steps of 25 % and 50 % are exact.
+        warnings
+            .iter()
+            .any(|w| w.starts_with("canary steps 5% (runs at 25%) of `streaming`")),
         "{warnings:?}"
     );
     assert!(

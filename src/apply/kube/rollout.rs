@@ -349,25 +349,7 @@ pub fn set_live(desired: &mut Desired, live: &Live) {
     }
 }
 
-/// Canary pods for a step of `weight` % beside `n` stable pods: the count
-/// in `1..=n` whose share `c / (n + c)` is closest to the weight (the
-/// smaller count on a tie).
-pub fn canary_pods(n: i64, weight: u32) -> i64 {
-    let n = n.max(1);
-    let want = f64::from(weight.min(100)) / 100.0;
-    let dist = |c: i64| (c as f64 / (n + c) as f64 - want).abs();
-    (1..=n)
-        .min_by(|a, b| dist(*a).total_cmp(&dist(*b)))
-        .unwrap_or(1)
-}
-
-/// The share of pods, in %, that `c` canary pods beside `n` stable carry.
-pub fn share(n: i64, c: i64) -> u32 {
-    if n + c <= 0 {
-        return 0;
-    }
-    ((c * 100 + (n + c) / 2) / (n + c)) as u32
-}
+pub use crate::targets::kubernetes::{canary_pods, share};
 
 /// One step a canary rollout will take.
 #[derive(Debug, Clone, Serialize)]
