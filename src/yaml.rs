@@ -107,6 +107,19 @@ static PLAIN: [bool; 256] = {
     t
 };
 
+/// Whether every byte of `b` is in `set`, tested eight at a time (this
+/// runs on every key and value a build writes: a fifth of the work of the
+/// Kubernetes target).
+fn all_in(b: &[u8], set: &[bool; 256]) -> bool {
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        if !c.iter().fold(true, |ok, &x| ok & set[usize::from(x)]) {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|&x| set[usize::from(x)])
+}
+
 /// Can `s` be written without quotes and read back unchanged everywhere?
 fn plain_ok(s: &str) -> bool {
     // Every character allowed is ASCII: bytes say it all.
@@ -115,7 +128,7 @@ fn plain_ok(s: &str) -> bool {
         return false;
     };
     (first.is_ascii_alphabetic() || first == b'_' || first == b'/')
-        && b.iter().all(|&c| PLAIN[usize::from(c)])
+        && all_in(b, &PLAIN)
         // The special words are at most five characters long.
         && (b.len() > 5 || !SPECIAL.contains(&s))
         && last != b'.'

@@ -332,6 +332,9 @@ fn literal(s: &str) -> String {
 
 /// Text safe inside a `#` comment line.
 fn comment(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
     s.chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()

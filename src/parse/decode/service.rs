@@ -282,11 +282,14 @@ pub fn decode(node: &Node, out: &mut Diagnostics) -> Option<Service> {
     }
 
     let name = name?;
-    // A misspelt `image` is already reported with a suggestion.
-    let misspelt = node.children().iter().any(|c| {
-        c.name.value != "image" && crate::diag::did_you_mean(&c.name.value, ["image"]).is_some()
-    });
-    if image.is_none() && !misspelt && !node.children().iter().any(|c| c.name.value == "image") {
+    // A misspelt `image` is already reported with a suggestion (looked
+    // for only when there is no image: it compares every child's name).
+    let misspelt = || {
+        node.children().iter().any(|c| {
+            c.name.value != "image" && crate::diag::did_you_mean(&c.name.value, ["image"]).is_some()
+        })
+    };
+    if image.is_none() && !node.children().iter().any(|c| c.name.value == "image") && !misspelt() {
         out.push(
             Diagnostic::error(
                 Code::MissingNode,
