@@ -175,8 +175,44 @@ pub(crate) fn save_history(state_dir: &Path, stack: &str, h: &History) -> Result
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// Requests to the new version counted from balancer access logs: their
+/// number, the failed ones, and the p95 of their response times.
+#[derive(Default)]
+pub(crate) struct Tally {
+    requests: usize,
+    errors: usize,
+    times: Vec<f64>,
+}
+
+impl Tally {
+    /// Count `line` (`TIMESTAMP REST`, timestamps in RFC 3339 UTC, which
+    /// order as text) if it was logged at `since` or later and is a request
+    /// to one of `next` (`address:port`).
+    pub(crate) fn line(&mut self, line: &str, since: &str, next: &[String]) {
+        let (ts, rest) = line.split_once(' ').unwrap_or(("", line));
+        if ts < since {
+            return;
+        }
+        if let Some((failed, time)) = parse_line(rest, next) {
+            self.requests += 1;
+            self.errors += usize::from(failed);
+            self.times.extend(time);
+        }
+    }
+
+    /// (requests, errors, p95 in milliseconds).
+    pub(crate) fn finish(mut self) -> (usize, usize, Option<u64>) {
+        self.times.sort_by(f64::total_cmp);
+        let t = &self.times;
+        let p95 = (!t.is_empty()).then(|| {
+            (t[((t.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)] * 1000.0) as u64
+        });
+        (self.requests, self.errors, p95)
+    }
+}
+
 /// Requests to the new version seen in a balancer log line.
-pub(crate) fn parse_line(line: &str, next: &[String]) -> Option<(bool, Option<f64>)> {
+fn parse_line(line: &str, next: &[String]) -> Option<(bool, Option<f64>)> {
     // A value may hold ", "-separated retries: it runs to the next key=.
     let words: Vec<&str> = line.split_whitespace().collect();
     let field = |key: &str| -> Option<String> {
@@ -342,7 +378,7 @@ impl Engine {
             .iter()
             .filter_map(|s| Some(format!("{}:{}", s.ipv4.clone()?, job.port?)))
             .collect();
-        let (mut requests, mut errors, mut times) = (0usize, 0usize, Vec::new());
+        let mut tally = Tally::default();
         for (container, _) in &job.balancers {
             let opts = LogsOptions {
                 stdout: true,
@@ -357,25 +393,10 @@ impl Engine {
                 let line = item
                     .map_err(|e| format!("logs of {container}: {e}"))?
                     .to_string();
-                // Timestamps are RFC 3339 with nanoseconds: they order as text.
-                let (ts, rest) = line.split_once(' ').unwrap_or(("", &line));
-                if ts < since_text {
-                    continue;
-                }
-                if let Some((failed, time)) = parse_line(rest, &next) {
-                    requests += 1;
-                    errors += usize::from(failed);
-                    if let Some(t) = time {
-                        times.push(t);
-                    }
-                }
+                tally.line(&line, since_text, &next);
             }
         }
-        times.sort_by(f64::total_cmp);
-        let p95 = (!times.is_empty()).then(|| {
-            (times[((times.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)] * 1000.0) as u64
-        });
-        Ok((requests, errors, p95))
+        Ok(tally.finish())
     }
 
     /// Run one rollout; returns an error (after rolling back, when the
@@ -1244,6 +1265,45 @@ mod tests {
             )
             .replace("upstream_status=500", "upstream_status=502, 200");
         assert_eq!(parse_line(&retried, &next), Some((false, Some(0.002))));
+    }
+
+    #[test]
+    fn a_tally_counts_new_lines_to_the_new_version_and_takes_their_p95() {
+        let next = vec!["10.0.2.9:8080".to_string()];
+        let line = |ts: &str, to: &str, status: u16, secs: f64| {
+            format!(
+                r#"{ts} 127.0.0.1 "GET / HTTP/1.1" {status} 9 upstream={to}:8080 upstream_status={status} request_time={secs} upstream_time={secs}"#
+            )
+        };
+        let since = "2026-11-25T12:00:00.000000000Z";
+        let mut t = Tally::default();
+        // Before the window, and to stable: not counted.
+        t.line(
+            &line("2026-11-25T11:59:59.000000000Z", "10.0.2.9", 500, 9.0),
+            since,
+            &next,
+        );
+        t.line(
+            &line("2026-11-25T12:00:01.000000000Z", "10.0.2.2", 500, 9.0),
+            since,
+            &next,
+        );
+        for i in 1..=20 {
+            let status = if i == 20 { 502 } else { 200 };
+            t.line(
+                &line(
+                    "2026-11-25T12:00:02.000000000Z",
+                    "10.0.2.9",
+                    status,
+                    f64::from(i) / 1000.0,
+                ),
+                since,
+                &next,
+            );
+        }
+        // 20 requests, 1 failed; the 95th percentile of 1..20 ms is 19 ms.
+        assert_eq!(t.finish(), (20, 1, Some(19)));
+        assert_eq!(Tally::default().finish(), (0, 0, None));
     }
 
     #[test]

@@ -842,7 +842,7 @@ impl Runner<'_> {
         let target = vec![format!("{ip}:{port}")];
         let pods: Api<core::Pod> = Api::namespaced(self.client.clone(), &self.desired.namespace);
         let elapsed = (hist::now() as i64 - since.0).max(0) + 2;
-        let (mut requests, mut errors, mut times) = (0usize, 0usize, Vec::new());
+        let mut tally = hist::Tally::default();
         for b in &spec.balancers {
             let Ok((_, o)) = find(self.desired, "Deployment", b) else {
                 continue;
@@ -859,26 +859,11 @@ impl Runner<'_> {
                     .await
                     .map_err(|e| Error::from_kube(&format!("the log of balancer pod {name}"), e))?;
                 for line in text.lines() {
-                    // RFC 3339 UTC timestamps order as text.
-                    let (ts, rest) = line.split_once(' ').unwrap_or(("", line));
-                    if ts < since.1.as_str() {
-                        continue;
-                    }
-                    if let Some((failed, time)) = hist::parse_line(rest, &target) {
-                        requests += 1;
-                        errors += usize::from(failed);
-                        if let Some(t) = time {
-                            times.push(t);
-                        }
-                    }
+                    tally.line(line, &since.1, &target);
                 }
             }
         }
-        times.sort_by(f64::total_cmp);
-        let p95 = (!times.is_empty()).then(|| {
-            (times[((times.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)] * 1000.0) as u64
-        });
-        Ok(Some((requests, errors, p95)))
+        Ok(Some(tally.finish()))
     }
 
     /// The error-rate and p95 gates on a reading.
