@@ -29,6 +29,7 @@ fn main() {
             in_cluster: false,
             namespace: None,
             field_manager: "stackc".into(),
+            concurrency: stackc::profile::CONCURRENCY,
         }),
         ..Profile::local()
     };

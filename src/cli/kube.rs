@@ -71,6 +71,7 @@ fn setup(cx: &Context) -> Option<(Desired, KubeTarget)> {
 fn options(target: &KubeTarget) -> Options {
     Options {
         field_manager: target.field_manager.clone(),
+        concurrency: target.concurrency,
         ..Options::default()
     }
 }
@@ -312,7 +313,7 @@ pub fn run_destroy(cx: &Context, volumes: bool) -> u8 {
     let progress = |line: String| eprintln!("{line}");
     let result = rt.block_on(async {
         let client = connect(&target, &desired.namespace).await?;
-        k::destroy(&client, &desired, volumes, &progress)
+        k::destroy(&client, &desired, volumes, &options(&target), &progress)
             .await
             .map_err(|e| e.to_string())
     });

@@ -22,9 +22,16 @@
 //! [`FakeApi::log`] appends a line to a Pod's log (served by
 //! `GET .../pods/NAME/log`, with the kubelet's RFC 3339 timestamps when
 //! asked). A created Service gets a cluster IP, as from the API server.
+//!
+//! Latency: [`FakeApi::delay`] makes every request take a while (a
+//! network round trip, longer for some paths than others so that answers
+//! to concurrent requests arrive out of order); the fake counts the
+//! requests in flight and the most there were at once
+//! ([`FakeApi::max_in_flight`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
@@ -94,6 +101,21 @@ struct State {
     /// A write is hanging.
     stalled: bool,
     version: u64,
+    /// The time every request takes (see [`FakeApi::delay`]).
+    delay: Option<Duration>,
+    /// Requests being answered, and the most at once since the last
+    /// [`FakeApi::clear_requests`].
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// Counts a request out of flight when its answer is done (or dropped).
+struct InFlight(FakeApi);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+    }
 }
 
 /// The fake API server. Clones share state.
@@ -210,8 +232,24 @@ impl FakeApi {
             .collect()
     }
 
+    /// Forget the requests so far (and the most in flight at once).
     pub fn clear_requests(&self) {
-        self.lock().requests.clear();
+        let mut st = self.lock();
+        st.requests.clear();
+        st.max_in_flight = st.in_flight;
+    }
+
+    /// Every request waits before it is answered: `base` for one path in
+    /// three, twice or three times as long for the others (chosen by a
+    /// hash of the path, so the same every run).
+    pub fn delay(&self, base: Duration) {
+        self.lock().delay = Some(base);
+    }
+
+    /// The most requests in flight at once since the last
+    /// [`FakeApi::clear_requests`].
+    pub fn max_in_flight(&self) -> usize {
+        self.lock().max_in_flight
     }
 
     /// Answer 404 for the discovery of `api_version` (e.g. a CRD group
@@ -358,6 +396,20 @@ impl FakeApi {
     }
 
     async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let delay = {
+            let mut st = self.lock();
+            st.in_flight += 1;
+            st.max_in_flight = st.max_in_flight.max(st.in_flight);
+            st.delay
+        };
+        let _in_flight = InFlight(self.clone());
+        if let Some(base) = delay {
+            let mut h: u32 = 0x811c_9dc5;
+            for b in req.uri().path().bytes() {
+                h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+            }
+            tokio::time::sleep(base * (1 + h % 3)).await;
+        }
         let (parts, body) = req.into_parts();
         let bytes = body.collect_bytes().await.unwrap_or_default();
         let path = parts.uri.path().to_string();
