@@ -995,6 +995,48 @@ async fn plan_in_sync_reads_by_list_not_by_name() {
     );
 }
 
+#[tokio::test]
+async fn many_secrets_are_checked_by_one_metadata_list() {
+    let mut d = desired("chat-microservices");
+    let fake = prepared(&d);
+    for i in 0..40 {
+        d.secrets.push(k::SecretRef {
+            name: format!("extra-{i:02}"),
+            used_by: vec!["extra".into()],
+        });
+        if i != 17 {
+            fake.insert(
+                "secrets",
+                "kubectl-create",
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("extra-{i:02}"), "namespace": d.namespace}, "data": {"K": "c2VjcmV0"}}),
+            );
+        }
+    }
+    let (p, _) = plan(&fake, &d, &opts()).await;
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    assert!(
+        p.errors[0].starts_with("Secret `extra-17` (used by extra) does not exist"),
+        "{:?}",
+        p.errors
+    );
+    let l = lines(&fake);
+    assert!(
+        l.contains(&"GET /api/v1/namespaces/chat-microservices/secrets?&limit=500".to_string()),
+        "{l:#?}"
+    );
+    assert!(!l.iter().any(|x| x.contains("/secrets/")), "{l:#?}");
+    // Credentials that may not list Secrets: a GET each, same answer.
+    fake.forbid_list("secrets");
+    fake.clear_requests();
+    let (p2, _) = plan(&fake, &d, &opts()).await;
+    assert_eq!(p2.errors, p.errors);
+    let l = lines(&fake);
+    assert!(
+        l.contains(&"GET /api/v1/namespaces/chat-microservices/secrets/extra-17".to_string()),
+        "{l:#?}"
+    );
+}
+
 #[test]
 fn images_are_mapped_through_the_profile() {
     let (t, g) = checked(None, "chat-microservices");

@@ -84,6 +84,8 @@ struct State {
     objects: BTreeMap<(String, String, String), Stored>,
     requests: Vec<Recorded>,
     hidden: BTreeSet<String>,
+    /// Plurals whose LIST is forbidden (403), as by RBAC without `list`.
+    unlistable: BTreeSet<String>,
     invalid: BTreeMap<(String, String), String>,
     never_ready: BTreeSet<String>,
     /// Images whose Pods crash-loop.
@@ -256,6 +258,12 @@ impl FakeApi {
     /// that is not installed); its objects cannot be applied either.
     pub fn hide_api(&self, api_version: &str) {
         self.lock().hidden.insert(api_version.to_string());
+    }
+
+    /// Answer 403 to a LIST of `plural` (credentials that may get but not
+    /// list, e.g. Secrets).
+    pub fn forbid_list(&self, plural: &str) {
+        self.lock().unlistable.insert(plural.to_string());
     }
 
     /// Refuse applies of `plural/name` with 422 and `message`.
@@ -574,6 +582,11 @@ impl FakeApi {
                     None => status(404, "NotFound", &format!("{plural} \"{n}\" not found")),
                 }
             }
+            ("GET", None) if self.lock().unlistable.contains(plural) => status(
+                403,
+                "Forbidden",
+                &format!("{plural} is forbidden: cannot list resource \"{plural}\""),
+            ),
             ("GET", None) => {
                 let selector: Vec<(String, String)> = q
                     .get("labelSelector")

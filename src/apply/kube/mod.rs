@@ -1023,8 +1023,15 @@ fn by_key(owned: &[(Resource, Value)]) -> HashMap<Key, &Value> {
     owned.iter().map(|(r, v)| (live_key(r, v), v)).collect()
 }
 
-/// Secrets the manifests need that do not exist (`concurrency` checks in
-/// flight at once; the answer in the order of `desired.secrets`).
+/// From this many Secrets on, plan checks them with one LIST of the
+/// namespace's Secrets' metadata instead of a GET each.
+const SECRETS_BY_LIST: usize = 32;
+
+/// Secrets the manifests need that do not exist, in the order of
+/// `desired.secrets`. Metadata only: a Secret's data is never read. A
+/// GET each (`concurrency` in flight), or for many of them a LIST of the
+/// namespace's Secrets' metadata, page by page (by GETs again when the
+/// credentials may not list Secrets).
 async fn missing_secrets<'d>(
     client: &Client,
     desired: &'d Desired,
@@ -1035,12 +1042,35 @@ async fn missing_secrets<'d>(
         return Ok(desired.secrets.iter().collect());
     }
     let secrets: Api<core::Secret> = Api::namespaced(client.clone(), &desired.namespace);
+    if desired.secrets.len() >= SECRETS_BY_LIST {
+        let mut names = BTreeSet::new();
+        let mut lp = ListParams::default().limit(LIST_PAGE);
+        let listed = loop {
+            match secrets.list_metadata(&lp).await {
+                Ok(list) => {
+                    names.extend(list.items.into_iter().filter_map(|m| m.metadata.name));
+                    match list.metadata.continue_.filter(|c| !c.is_empty()) {
+                        Some(c) => lp = lp.continue_token(&c),
+                        None => break true,
+                    }
+                }
+                Err(e) if api_code(&e) == Some(403) => break false,
+                Err(e) => return Err(Error::from_kube("listing Secrets", e)),
+            }
+        };
+        if listed {
+            return Ok(desired
+                .secrets
+                .iter()
+                .filter(|s| !names.contains(&s.name))
+                .collect());
+        }
+    }
     let secrets = &secrets;
     let found = each(
         concurrency,
         &desired.secrets,
         |s| async move {
-            // Metadata only: a Secret's data is never read.
             secrets
                 .get_metadata_opt(&s.name)
                 .await
