@@ -996,6 +996,67 @@ async fn plan_in_sync_reads_by_list_not_by_name() {
 }
 
 #[tokio::test]
+async fn many_objects_of_a_kind_not_listed_are_read_by_one_list_of_the_kind() {
+    let mut d = desired("chat-microservices");
+    let template = d
+        .objects
+        .iter()
+        .find(|o| o.kind == "ConfigMap")
+        .unwrap()
+        .clone();
+    for i in 0..70 {
+        let mut o = template.clone();
+        o.name = format!("extra-{i:02}");
+        o.body["metadata"]["name"] = json!(o.name);
+        d.objects.push(o);
+    }
+    d.objects.sort_by_key(|o| o.stage);
+    let fake = prepared(&d);
+    // One of them exists without the stack's labels.
+    fake.insert(
+        "configmaps",
+        "kubectl-create",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra-42", "namespace": d.namespace}}),
+    );
+    let (p, _) = plan(&fake, &d, &opts()).await;
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    assert!(
+        p.errors[0].starts_with(
+            "ConfigMap extra-42 exists in namespace `chat-microservices` without the labels"
+        ),
+        "{:?}",
+        p.errors
+    );
+    assert_eq!(p.count(Action::Create), d.objects.len() - 2);
+    let l = lines(&fake);
+    assert!(
+        l.contains(&"GET /api/v1/namespaces/chat-microservices/configmaps?&limit=500".to_string()),
+        "{l:#?}"
+    );
+    assert!(!l.iter().any(|x| x.contains("/configmaps/")), "{l:#?}");
+    // Other kinds, with fewer objects, are still read by name.
+    assert!(l.contains(
+        &"GET /apis/apps/v1/namespaces/chat-microservices/deployments/api-gateway".to_string()
+    ));
+    // The same plan as when every object is read by name.
+    let fake2 = prepared(&d);
+    fake2.insert(
+        "configmaps",
+        "kubectl-create",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra-42", "namespace": d.namespace}}),
+    );
+    let mut few = d.clone();
+    few.objects
+        .retain(|o| !o.name.starts_with("extra-") || o.name == "extra-42");
+    let (p2, _) = plan(&fake2, &few, &opts()).await;
+    assert_eq!(p2.errors, p.errors);
+    assert!(
+        lines(&fake2)
+            .contains(&"GET /api/v1/namespaces/chat-microservices/configmaps/extra-42".to_string())
+    );
+}
+
+#[tokio::test]
 async fn many_secrets_are_checked_by_one_metadata_list() {
     let mut d = desired("chat-microservices");
     let fake = prepared(&d);

@@ -10,7 +10,8 @@
 //! - [`plan`] only reads: the Namespace by GET, the stack's objects by a
 //!   LIST per kind with the stack's label selector (which also finds the
 //!   ones no longer in the topology), a GET for each object the LISTs did
-//!   not return (it may exist without the stack's labels), and for
+//!   not return (it may exist without the stack's labels; a LIST of the
+//!   kind without selector when there are many of one kind), and for
 //!   objects the stack owns a server-side dry-run apply whose answer is
 //!   compared with the live object (managedFields, resourceVersion, uid,
 //!   timestamps and status left out).
@@ -938,39 +939,120 @@ async fn list_owned(
         concurrency,
         kinds.listable(),
         |r| async move {
-            let a = api(client, r, None, &desired.namespace);
-            let mut lp = ListParams::default().labels(selector).limit(LIST_PAGE);
             let mut out = Vec::new();
-            loop {
-                let list = a
-                    .list(&lp)
-                    .await
-                    .map_err(|e| Error::from_kube(&format!("listing {}s", r.ar.kind), e))?;
-                for item in list.items {
-                    let mut v = serde_json::to_value(&item).unwrap_or_default();
-                    // The items of a LIST may come without their type.
-                    if let Some(m) = v.as_object_mut() {
-                        m.entry("apiVersion")
-                            .or_insert_with(|| Value::String(r.ar.api_version.clone()));
-                        m.entry("kind")
-                            .or_insert_with(|| Value::String(r.ar.kind.clone()));
-                    }
-                    // The selector said so; never act on the server's word alone.
-                    if owned_by(&v, &desired.stack) {
-                        out.push((r.clone(), v));
-                    }
+            let lp = ListParams::default().labels(selector);
+            list_pages(client, desired, r, lp, |v| {
+                // The selector said so; never act on the server's word alone.
+                if owned_by(&v, &desired.stack) {
+                    out.push((r.clone(), v));
                 }
-                match list.metadata.continue_.filter(|c| !c.is_empty()) {
-                    Some(c) => lp = lp.continue_token(&c),
-                    None => break,
-                }
-            }
+            })
+            .await?;
             Ok(out)
         },
         |_| {},
     )
     .await?;
     Ok(lists.into_iter().flatten().collect())
+}
+
+/// LIST the objects of `r` in the stack's namespace (cluster-wide for a
+/// cluster-scoped kind), [`LIST_PAGE`] at a time, each to `keep` with its
+/// type.
+async fn list_pages(
+    client: &Client,
+    desired: &Desired,
+    r: &Resource,
+    lp: ListParams,
+    mut keep: impl FnMut(Value),
+) -> Result<(), Error> {
+    let a = api(client, r, None, &desired.namespace);
+    let mut lp = lp.limit(LIST_PAGE);
+    loop {
+        let list = a
+            .list(&lp)
+            .await
+            .map_err(|e| Error::from_kube(&format!("listing {}s", r.ar.kind), e))?;
+        for item in list.items {
+            let mut v = serde_json::to_value(&item).unwrap_or_default();
+            // The items of a LIST may come without their type.
+            if let Some(m) = v.as_object_mut() {
+                m.entry("apiVersion")
+                    .or_insert_with(|| Value::String(r.ar.api_version.clone()));
+                m.entry("kind")
+                    .or_insert_with(|| Value::String(r.ar.kind.clone()));
+            }
+            keep(v);
+        }
+        match list.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = lp.continue_token(&c),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// From this many objects of one kind that the stack's LIST did not
+/// return on, plan reads that kind by one LIST of the namespace (every
+/// object of the kind, paged) instead of a GET each.
+const UNLISTED_BY_LIST: usize = 64;
+
+/// The objects of the topology the stack's LIST did not return (missing,
+/// or there without the stack's labels), for the kinds with at least
+/// [`UNLISTED_BY_LIST`] of them in the stack's namespace: those kinds
+/// are LISTed without a selector. Returns the kinds read that way, and
+/// the live objects found among them.
+async fn list_unlisted(
+    client: &Client,
+    desired: &Desired,
+    kinds: &Kinds,
+    listed: &HashMap<Key, &Value>,
+    concurrency: usize,
+) -> Result<(BTreeSet<(String, String)>, HashMap<Key, Value>), Error> {
+    let mut count: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut wanted: BTreeSet<Key> = BTreeSet::new();
+    for o in &desired.objects {
+        let Some(r) = kinds.get(&o.api_version, &o.kind) else {
+            continue;
+        };
+        let key = object_key(desired, r, o);
+        if !r.namespaced || key.2 != desired.namespace || listed.contains_key(&key) {
+            continue;
+        }
+        *count
+            .entry((o.api_version.clone(), o.kind.clone()))
+            .or_default() += 1;
+        wanted.insert(key);
+    }
+    let heavy: Vec<&Resource> = count
+        .iter()
+        .filter(|(_, n)| **n >= UNLISTED_BY_LIST)
+        .filter_map(|((a, k), _)| kinds.get(a, k))
+        .collect();
+    let wanted = &wanted;
+    let found = each(
+        concurrency,
+        heavy.clone(),
+        |r| async move {
+            let mut out = Vec::new();
+            list_pages(client, desired, r, ListParams::default(), |v| {
+                let key = live_key(r, &v);
+                if wanted.contains(&key) {
+                    out.push((key, v));
+                }
+            })
+            .await?;
+            Ok(out)
+        },
+        |_| {},
+    )
+    .await?;
+    Ok((
+        heavy
+            .iter()
+            .map(|r| (r.ar.api_version.clone(), r.ar.kind.clone()))
+            .collect(),
+        found.into_iter().flatten().collect(),
+    ))
 }
 
 /// The live object `o`, if it exists (a GET).
@@ -1260,7 +1342,15 @@ pub async fn plan(
         Vec::new()
     };
     let listed = by_key(&owned);
+    // Many objects of a kind not found: whether they exist (without the
+    // stack's labels) is read by one LIST of the kind, not a GET each.
+    let (read_kinds, others) = if listing {
+        list_unlisted(client, desired, &kinds, &listed, opts.concurrency).await?
+    } else {
+        Default::default()
+    };
     let (kinds_ref, listed, ns_live) = (&kinds, &listed, &ns_live);
+    let (read_kinds, others) = (&read_kinds, &others);
     let rollout_deployments = &rollout_deployments;
     let looked = each(
         opts.concurrency,
@@ -1277,6 +1367,11 @@ pub async fn plan(
                 Some(*v)
             } else if !listing && r.namespaced && key.2 == desired.namespace {
                 None
+            } else if r.namespaced
+                && key.2 == desired.namespace
+                && read_kinds.contains(&(o.api_version.clone(), o.kind.clone()))
+            {
+                others.get(&key)
             } else {
                 fetched = get_live(client, desired, r, o).await?;
                 fetched.as_ref()
