@@ -170,7 +170,7 @@ pub fn run_apply(cx: &Context, prune: bool, force: bool, timeout_secs: u64) -> u
         // traffic to stable; nothing new starts.
         let watcher = tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupt: finishing the current request, then stopping");
+                eprintln!("interrupt: finishing the requests in flight, then stopping");
                 flag.store(true, Ordering::SeqCst);
             }
         });

@@ -1004,9 +1004,10 @@ async fn many_objects_of_a_kind_not_listed_are_read_by_one_list_of_the_kind() {
         .find(|o| o.kind == "ConfigMap")
         .unwrap()
         .clone();
-    for i in 0..70 {
+    // More than a page (500) of them.
+    for i in 0..520 {
         let mut o = template.clone();
-        o.name = format!("extra-{i:02}");
+        o.name = format!("extra-{i:03}");
         o.body["metadata"]["name"] = json!(o.name);
         d.objects.push(o);
     }
@@ -1016,13 +1017,13 @@ async fn many_objects_of_a_kind_not_listed_are_read_by_one_list_of_the_kind() {
     fake.insert(
         "configmaps",
         "kubectl-create",
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra-42", "namespace": d.namespace}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra-042", "namespace": d.namespace}}),
     );
     let (p, _) = plan(&fake, &d, &opts()).await;
     assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
     assert!(
         p.errors[0].starts_with(
-            "ConfigMap extra-42 exists in namespace `chat-microservices` without the labels"
+            "ConfigMap extra-042 exists in namespace `chat-microservices` without the labels"
         ),
         "{:?}",
         p.errors
@@ -1043,16 +1044,41 @@ async fn many_objects_of_a_kind_not_listed_are_read_by_one_list_of_the_kind() {
     fake2.insert(
         "configmaps",
         "kubectl-create",
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra-42", "namespace": d.namespace}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra-042", "namespace": d.namespace}}),
     );
     let mut few = d.clone();
     few.objects
-        .retain(|o| !o.name.starts_with("extra-") || o.name == "extra-42");
+        .retain(|o| !o.name.starts_with("extra-") || o.name == "extra-042");
     let (p2, _) = plan(&fake2, &few, &opts()).await;
     assert_eq!(p2.errors, p.errors);
     assert!(
-        lines(&fake2)
-            .contains(&"GET /api/v1/namespaces/chat-microservices/configmaps/extra-42".to_string())
+        lines(&fake2).contains(
+            &"GET /api/v1/namespaces/chat-microservices/configmaps/extra-042".to_string()
+        )
+    );
+    // Applied: the stack's LIST of them comes in two pages, and plan in
+    // sync reads none of them by name.
+    fake.insert(
+        "configmaps",
+        "kubectl-create",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra-042", "namespace": d.namespace, "labels": LABELS(&d.stack)}}),
+    );
+    apply(&fake, &d, &opts()).await.expect("apply");
+    fake.clear_requests();
+    let (p, _) = plan(&fake, &d, &opts()).await;
+    assert!(!p.has_changes() && p.errors.is_empty(), "{}", k::render(&p));
+    assert_eq!(p.count(Action::Unchanged), d.objects.len());
+    let l = lines(&fake);
+    assert!(
+        l.iter()
+            .any(|x| x.contains("/configmaps?&labelSelector=")
+                && x.ends_with("&limit=500&continue=500")),
+        "{l:#?}"
+    );
+    assert!(
+        !l.iter()
+            .any(|x| x.starts_with("GET ") && x.contains("/configmaps/")),
+        "{l:#?}"
     );
 }
 

@@ -2,7 +2,7 @@
 //! benchmarks: a `tower` service behind a real [`kube::Client`].
 //!
 //! It answers the requests stackc sends (discovery, GET, LIST with a label
-//! selector, PATCH with server-side apply including `fieldManager`,
+//! selector and pages (`limit`, `continue`), PATCH with server-side apply including `fieldManager`,
 //! `force` and `dryRun`, DELETE), keeps per-manager field ownership like
 //! the API server (conflicts, shared ownership, release of fields a
 //! manager stops applying), plays the workload controllers (applied
@@ -601,7 +601,15 @@ impl FakeApi {
                 if plural == "pods" {
                     crash_reads(&mut st, ns);
                 }
-                let items: Vec<Value> = st
+                // Pages: `limit` items, then a `continue` token (here the
+                // number of items already sent).
+                let skip: usize = q.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+                let limit: usize = q
+                    .get("limit")
+                    .and_then(|l| l.parse().ok())
+                    .filter(|l| *l > 0)
+                    .unwrap_or(usize::MAX);
+                let mut items: Vec<Value> = st
                     .objects
                     .iter()
                     .filter(|((p, n, _), _)| p == plural && (ns.is_empty() || n == ns))
@@ -611,6 +619,8 @@ impl FakeApi {
                                 == Some(v.as_str())
                         })
                     })
+                    .skip(skip)
+                    .take(limit.saturating_add(1))
                     .map(|(_, o)| {
                         let r = render(o);
                         if metadata_only {
@@ -620,9 +630,14 @@ impl FakeApi {
                         }
                     })
                     .collect();
+                let mut meta = json!({"resourceVersion": st.version.to_string()});
+                if items.len() > limit {
+                    items.truncate(limit);
+                    meta["continue"] = json!((skip + limit).to_string());
+                }
                 (
                     200,
-                    json!({"apiVersion": api_version, "kind": format!("{kind}List"), "metadata": {"resourceVersion": st.version.to_string()}, "items": items}),
+                    json!({"apiVersion": api_version, "kind": format!("{kind}List"), "metadata": meta, "items": items}),
                 )
             }
             ("PATCH", Some(n)) => self.apply(api_version.as_str(), kind, plural, ns, n, q, body),
