@@ -1039,6 +1039,29 @@ async fn many_objects_of_a_kind_not_listed_are_read_by_one_list_of_the_kind() {
     assert!(l.contains(
         &"GET /apis/apps/v1/namespaces/chat-microservices/deployments/api-gateway".to_string()
     ));
+    // Drift reads them the same way.
+    fake.clear_requests();
+    let client = fake.client(&d.namespace);
+    let (items, _) = k::drift(&client, &d, &[], &opts()).await.unwrap();
+    let about = |name: &str| {
+        items
+            .iter()
+            .find(|i| i.object == format!("ConfigMap {name}"))
+            .map(|i| (i.field.clone(), i.actual.clone()))
+    };
+    assert_eq!(
+        about("extra-000"),
+        Some(("object".into(), "missing".into()))
+    );
+    assert_eq!(
+        about("extra-042"),
+        Some(("labels".into(), "not the stack's".into()))
+    );
+    assert!(
+        !lines(&fake).iter().any(|x| x.contains("/configmaps/")),
+        "{:#?}",
+        lines(&fake)
+    );
     // The same plan as when every object is read by name.
     let fake2 = prepared(&d);
     fake2.insert(

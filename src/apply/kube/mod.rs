@@ -1878,7 +1878,9 @@ pub async fn drift(
     // The stack's objects by LIST; the others by name.
     let owned = list_owned(client, desired, &kinds, opts.concurrency).await?;
     let listed = by_key(&owned);
-    let (kinds_ref, listed) = (&kinds, &listed);
+    let (read_kinds, others) =
+        list_unlisted(client, desired, &kinds, &listed, opts.concurrency).await?;
+    let (kinds_ref, listed, read_kinds, others) = (&kinds, &listed, &read_kinds, &others);
     let per_object = each(
         opts.concurrency,
         &desired.objects,
@@ -1888,12 +1890,17 @@ pub async fn drift(
                 return Ok(items);
             };
             let fetched;
-            let live = match listed.get(&object_key(desired, r, o)) {
-                Some(v) => Some(*v),
-                None => {
-                    fetched = get_live(client, desired, r, o).await?;
-                    fetched.as_ref()
-                }
+            let key = object_key(desired, r, o);
+            let live = if let Some(v) = listed.get(&key) {
+                Some(*v)
+            } else if r.namespaced
+                && key.2 == desired.namespace
+                && read_kinds.contains(&(o.api_version.clone(), o.kind.clone()))
+            {
+                others.get(&key)
+            } else {
+                fetched = get_live(client, desired, r, o).await?;
+                fetched.as_ref()
             };
             let Some(live) = live else {
                 items.push(item(o, "object".into(), "present".into(), "missing".into()));
