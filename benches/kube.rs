@@ -1,9 +1,13 @@
 //! Kubernetes plan, apply and no-op apply of a topology against the
 //! in-process fake API server (`bench/kube` runs it on the generated
 //! 10,000-service topology). Prints the wall time of each step and the
-//! number of requests it sent.
+//! number of requests it sent, and the most that were in flight at once.
 //!
 //! cargo bench --bench kube -- TOPOLOGY.kdl
+//!
+//! `STACKC_BENCH_CONCURRENCY=N` sets the requests in flight (default: the
+//! profile default, 16); `STACKC_BENCH_DELAY_MS=D` makes the fake answer
+//! each request after D to 3D ms, as a remote API server would.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +33,7 @@ fn main() {
             in_cluster: false,
             namespace: None,
             field_manager: "stackc".into(),
+            concurrency: stackc::profile::CONCURRENCY,
         }),
         ..Profile::local()
     };
@@ -54,10 +59,25 @@ fn main() {
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": s.name, "namespace": desired.namespace}}),
         );
     }
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let opts = k::Options {
         poll: Duration::from_millis(1),
+        concurrency: env("STACKC_BENCH_CONCURRENCY")
+            .map_or(stackc::profile::CONCURRENCY, |n| n.max(1) as usize),
         ..k::Options::default()
     };
+    let delay = env("STACKC_BENCH_DELAY_MS");
+    if let Some(ms) = delay {
+        fake.delay(Duration::from_millis(ms));
+    }
+    println!(
+        "concurrency {}, answers {}",
+        opts.concurrency,
+        delay.map_or("at once".to_string(), |ms| format!(
+            "after {ms} to {} ms",
+            3 * ms
+        ))
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -74,8 +94,9 @@ fn main() {
         let reqs = fake.requests();
         let writes = reqs.iter().filter(|r| r.is_write()).count();
         println!(
-            "{name:<28} {secs:>7.2}s  {:>7} requests ({writes} writes){}",
+            "{name:<28} {secs:>7.2}s  {:>7} requests ({writes} writes, at most {} in flight){}",
             reqs.len(),
+            fake.max_in_flight(),
             if changes { "" } else { "  no changes" }
         );
     };

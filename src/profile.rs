@@ -29,6 +29,9 @@
 //! `in-cluster=#true` uses the pod's service account instead. `namespace`,
 //! when given, must be the namespace the manifests use (a guard against
 //! applying to the wrong one). `field-manager` defaults to `stackc`.
+//! `concurrency` (1 to 256, default 16) bounds the API requests plan,
+//! apply, drift and destroy keep in flight at once (`--concurrency`
+//! overrides it).
 
 use std::path::{Path, PathBuf};
 
@@ -65,7 +68,16 @@ pub struct KubeTarget {
     pub namespace: Option<String>,
     /// Server-side apply field manager.
     pub field_manager: String,
+    /// The most API requests in flight at once.
+    pub concurrency: usize,
 }
+
+/// Requests in flight at once unless the profile or `--concurrency` says
+/// otherwise (kubectl and client-go default to a similar burst).
+pub const CONCURRENCY: usize = 16;
+
+/// The largest `concurrency` a profile or `--concurrency` may give.
+pub const MAX_CONCURRENCY: usize = 256;
 
 /// The field manager stackc applies with unless a profile says otherwise.
 pub const FIELD_MANAGER: &str = "stackc";
@@ -208,6 +220,9 @@ fn decode(node: &Node, out: &mut Diagnostics) -> Option<Profile> {
                 let field_manager = cr
                     .prop_string("field-manager")
                     .map_or_else(|| FIELD_MANAGER.to_string(), |s| s.value);
+                let concurrency = cr
+                    .prop_u32("concurrency", 1..=MAX_CONCURRENCY as u32)
+                    .map_or(CONCURRENCY, |s| s.value as usize);
                 if in_cluster && context.is_some() {
                     cr.error(
                         Diagnostic::error(
@@ -223,6 +238,7 @@ fn decode(node: &Node, out: &mut Diagnostics) -> Option<Profile> {
                     in_cluster,
                     namespace,
                     field_manager,
+                    concurrency,
                 });
             }
             "image-map" => {

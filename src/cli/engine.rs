@@ -25,6 +25,9 @@ pub struct EngineArgs {
     /// Target profile: a name in targets/ or a .kdl path [default: the local Docker engine]
     #[arg(long, value_name = "NAME")]
     pub target: Option<String>,
+    /// Kubernetes: the most API requests in flight at once [default: the profile's `concurrency`, else 16]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=crate::profile::MAX_CONCURRENCY as i64))]
+    pub concurrency: Option<u32>,
 }
 
 /// A checked topology with its profile and desired state.
@@ -52,7 +55,7 @@ pub fn context(ui: &Ui, input: &Input, args: &EngineArgs) -> Option<Context> {
         eprintln!("error: the topology has errors; nothing was planned");
         return None;
     };
-    let profile = match &args.target {
+    let mut profile = match &args.target {
         None => Profile::local(),
         Some(name) => {
             let dir = input
@@ -68,6 +71,15 @@ pub fn context(ui: &Ui, input: &Input, args: &EngineArgs) -> Option<Context> {
             load_profile(ui, name, &std::fs::canonicalize(&dir).unwrap_or(dir))?
         }
     };
+    if let Some(n) = args.concurrency {
+        match profile.kubernetes.as_mut() {
+            Some(k) => k.concurrency = n as usize,
+            None => {
+                eprintln!("error: --concurrency is for Kubernetes targets");
+                return None;
+            }
+        }
+    }
     let state_dir = if profile.state_dir.is_absolute() {
         profile.state_dir.clone()
     } else {

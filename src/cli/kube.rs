@@ -71,6 +71,7 @@ fn setup(cx: &Context) -> Option<(Desired, KubeTarget)> {
 fn options(target: &KubeTarget) -> Options {
     Options {
         field_manager: target.field_manager.clone(),
+        concurrency: target.concurrency,
         ..Options::default()
     }
 }
@@ -169,7 +170,7 @@ pub fn run_apply(cx: &Context, prune: bool, force: bool, timeout_secs: u64) -> u
         // traffic to stable; nothing new starts.
         let watcher = tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupt: finishing the current request, then stopping");
+                eprintln!("interrupt: finishing the requests in flight, then stopping");
                 flag.store(true, Ordering::SeqCst);
             }
         });
@@ -312,7 +313,7 @@ pub fn run_destroy(cx: &Context, volumes: bool) -> u8 {
     let progress = |line: String| eprintln!("{line}");
     let result = rt.block_on(async {
         let client = connect(&target, &desired.namespace).await?;
-        k::destroy(&client, &desired, volumes, &progress)
+        k::destroy(&client, &desired, volumes, &options(&target), &progress)
             .await
             .map_err(|e| e.to_string())
     });

@@ -20,6 +20,7 @@ fn profile() -> Profile {
             in_cluster: false,
             namespace: None,
             field_manager: "stackc".into(),
+            concurrency: stackc::profile::CONCURRENCY,
         }),
         ..Profile::local()
     }
@@ -132,18 +133,22 @@ async fn create_applies_in_phase_order_with_the_field_manager() {
         text.contains("+  Deployment api-gateway [phase-3 (edge)]: create"),
         "{text}"
     );
-    // Plan requests: discovery of the VPA group, GETs, a dry-run for the
-    // one existing object, the Secrets' metadata, the LISTs of the stack.
+    // Plan requests: discovery of the VPA group, the Namespace, then
+    // (concurrently, in any order) the LISTs of the stack, a GET for each
+    // object they did not find, a dry-run for the one existing object,
+    // the Secrets' metadata.
     let l = lines(&fake);
     assert_eq!(l[0], "GET /apis/autoscaling.k8s.io/v1");
     assert_eq!(l[1], "GET /api/v1/namespaces/chat-microservices");
     // (kube-client writes its query strings with a leading `&`.)
-    assert_eq!(
-        l[2],
-        "PATCH /api/v1/namespaces/chat-microservices?&dryRun=All&fieldManager=stackc"
-    );
+    assert!(l.contains(
+        &"PATCH /api/v1/namespaces/chat-microservices?&dryRun=All&fieldManager=stackc".to_string()
+    ));
     assert!(l.contains(&"GET /api/v1/namespaces/chat-microservices/secrets/chat-microservices-api-gateway-secrets".to_string()));
-    assert!(l.contains(&"GET /apis/apps/v1/namespaces/chat-microservices/deployments?&labelSelector=io.stackc.stack%3Dchat-microservices%2Cio.stackc.owner%3Dstackc".to_string()));
+    assert!(l.contains(&"GET /apis/apps/v1/namespaces/chat-microservices/deployments?&labelSelector=io.stackc.stack%3Dchat-microservices%2Cio.stackc.owner%3Dstackc&limit=500".to_string()), "{l:#?}");
+    assert!(l.contains(
+        &"GET /apis/apps/v1/namespaces/chat-microservices/deployments/api-gateway".to_string()
+    ));
     fake.clear_requests();
 
     let (_, s) = apply(&fake, &d, &opts()).await.expect("apply");
@@ -642,7 +647,9 @@ async fn destroy_keeps_claims_without_volumes_and_goes_in_reverse_order() {
     assert_eq!(p.count(Action::Orphan), 0, "{}", k::render(&p));
     fake.clear_requests();
     let client = fake.client(ns);
-    let r = k::destroy(&client, &d, false, &|_| {}).await.unwrap();
+    let r = k::destroy(&client, &d, false, &opts(), &|_| {})
+        .await
+        .unwrap();
     assert_eq!(r.claims_kept, 3);
     assert!(r.namespace_kept.is_some());
     let w = write_lines(&fake);
@@ -674,7 +681,9 @@ async fn destroy_keeps_claims_without_volumes_and_goes_in_reverse_order() {
     // With --volumes the claims go; the namespace stays while it holds
     // Secrets stackc did not create.
     fake.clear_requests();
-    let r = k::destroy(&client, &d, true, &|_| {}).await.unwrap();
+    let r = k::destroy(&client, &d, true, &opts(), &|_| {})
+        .await
+        .unwrap();
     assert_eq!(r.deleted, 3);
     assert!(r.namespace_kept.unwrap().contains("Secret"));
     assert!(
@@ -716,7 +725,9 @@ async fn streamgate_plans_applies_reports_no_drift_and_destroys() {
         .await
         .unwrap();
     assert!(items.is_empty(), "{items:#?}");
-    let r = k::destroy(&client, &d, true, &|_| {}).await.unwrap();
+    let r = k::destroy(&client, &d, true, &opts(), &|_| {})
+        .await
+        .unwrap();
     assert!(r.deleted >= d.objects.len() - 1);
     let left: Vec<_> = fake
         .names()
@@ -724,6 +735,416 @@ async fn streamgate_plans_applies_reports_no_drift_and_destroys() {
         .filter(|(p, _, _)| p != "secrets" && p != "namespaces")
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// `/deployments/api-gateway` -> the stage of that object.
+fn stage_of_path(d: &Desired) -> std::collections::HashMap<String, usize> {
+    d.objects
+        .iter()
+        .map(|o| {
+            let plural = match o.kind.as_str() {
+                "NetworkPolicy" => "networkpolicies".to_string(),
+                k => format!("{}s", k.to_lowercase()),
+            };
+            (format!("/{plural}/{}", o.name), o.stage)
+        })
+        .collect()
+}
+
+fn path_stage(stages: &std::collections::HashMap<String, usize>, path: &str) -> usize {
+    let mut parts = path.rsplitn(3, '/');
+    let (name, plural) = (parts.next().unwrap(), parts.next().unwrap());
+    *stages
+        .get(&format!("/{plural}/{name}"))
+        .unwrap_or_else(|| panic!("no object for {path}"))
+}
+
+/// A cluster where plan finds a bit of everything: an update, a hand
+/// edit by another manager, an orphan, a missing object.
+async fn eventful(d: &Desired, o: &Options) -> FakeApi {
+    let fake = prepared(d);
+    apply(&fake, d, o).await.expect("apply");
+    let ns = d.namespace.as_str();
+    fake.edit(
+        "deployments",
+        ns,
+        "users-service",
+        "kubectl-scale",
+        "spec.replicas",
+        json!(5),
+    );
+    fake.edit(
+        "services",
+        ns,
+        "jaeger",
+        "cloud-controller",
+        "metadata.annotations.lb",
+        json!("x"),
+    );
+    let mut labels = LABELS(&d.stack);
+    labels["io.stackc.service"] = json!("old-service");
+    fake.insert(
+        "configmaps",
+        "stackc",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "old-service-env", "namespace": ns, "labels": labels}}),
+    );
+    let cl = fake.client(ns);
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(cl, ns);
+    api.delete("api-gateway-env", &Default::default())
+        .await
+        .unwrap();
+    fake.clear_requests();
+    fake
+}
+
+#[tokio::test]
+async fn requests_overlap_and_never_exceed_the_concurrency_limit() {
+    let d = desired("chat-microservices");
+    for limit in [1, 4, 16] {
+        let o = Options {
+            concurrency: limit,
+            timeout: Duration::from_secs(5),
+            ..opts()
+        };
+        let fake = prepared(&d);
+        fake.delay(Duration::from_millis(2));
+        let client = fake.client(&d.namespace);
+        let check = |what: &str| {
+            let m = fake.max_in_flight();
+            if limit == 1 {
+                assert_eq!(m, 1, "{what}: one request at a time");
+            } else {
+                assert!(m > 1 && m <= limit, "{what}: {m} in flight, limit {limit}");
+            }
+        };
+        fake.clear_requests();
+        let (p, _) = plan(&fake, &d, &o).await;
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        check("plan on an empty namespace");
+        fake.clear_requests();
+        apply(&fake, &d, &o).await.expect("apply");
+        check("apply");
+        fake.clear_requests();
+        let (p, _) = plan(&fake, &d, &o).await;
+        assert!(!p.has_changes(), "{}", k::render(&p));
+        check("plan in sync");
+        fake.clear_requests();
+        let (items, _) = k::drift(&client, &d, &[], &o).await.unwrap();
+        assert!(items.is_empty(), "{items:#?}");
+        check("drift");
+        fake.clear_requests();
+        k::destroy(&client, &d, true, &o, &|_| {}).await.unwrap();
+        check("destroy");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_answers_in_any_order_give_the_same_plan_drift_and_stage_order() {
+    let d = desired("chat-microservices");
+    let (t, _) = checked(None, "chat-microservices");
+    let one = Options {
+        concurrency: 1,
+        ..opts()
+    };
+    let many = Options {
+        concurrency: 16,
+        timeout: Duration::from_secs(5),
+        ..opts()
+    };
+    let d2 = desired_with(
+        "chat-microservices",
+        Some(("chatms/api-gateway:1.0.0", "chatms/api-gateway:1.0.1")),
+    );
+    let mut seen = Vec::new();
+    for o in [&one, &many] {
+        let fake = eventful(&d, o).await;
+        // Answers take 2, 4 or 6 ms by path: they arrive out of order.
+        fake.delay(Duration::from_millis(2));
+        let client = fake.client(&d.namespace);
+        let (p, _) = plan(&fake, &d2, o).await;
+        let (items, _) = k::drift(&client, &d2, &t.drift_ignore, o).await.unwrap();
+        let drift: Vec<String> = items
+            .iter()
+            .map(|i| format!("{} {}: {} / {}", i.object, i.field, i.expected, i.actual))
+            .collect();
+        let pruning = Options {
+            prune: true,
+            force_conflicts: true,
+            ..o.clone()
+        };
+        fake.clear_requests();
+        let (_, s) = apply(&fake, &d2, &pruning).await.expect("apply");
+        let requests = fake.requests();
+        seen.push((
+            serde_json::to_string_pretty(&p).unwrap(),
+            k::render(&p),
+            drift,
+            requests,
+            (s.created, s.updated, s.deleted, s.unchanged),
+        ));
+    }
+    let (a, b) = (&seen[0], &seen[1]);
+    assert_eq!(a.0, b.0, "the plan's JSON");
+    assert_eq!(a.1, b.1, "the rendered plan");
+    assert_eq!(a.2, b.2, "drift");
+    assert_eq!(a.4, b.4, "the summary");
+    assert!(a.1.contains("~  Deployment api-gateway"), "{}", a.1);
+    assert!(a.1.contains("+  ConfigMap api-gateway-env"), "{}", a.1);
+    assert!(a.1.contains("!  ConfigMap old-service-env"), "{}", a.1);
+    assert!(
+        a.1.contains("error: Deployment users-service: conflict"),
+        "{}",
+        a.1
+    );
+    assert!(
+        a.2.iter()
+            .any(|l| l.starts_with("Deployment users-service spec.replicas")),
+        "{:#?}",
+        a.2
+    );
+    // The same writes, stage by stage; stages in order; deletions last.
+    let stages = stage_of_path(&d2);
+    let per_stage = |reqs: &[stackc::apply::kube::fake::Recorded]| {
+        let mut out: Vec<(usize, std::collections::BTreeSet<String>)> = Vec::new();
+        for r in reqs.iter().filter(|r| r.is_write()) {
+            let stage = if r.method == "DELETE" {
+                usize::MAX
+            } else {
+                path_stage(&stages, &r.path)
+            };
+            match out.last_mut() {
+                Some((s, set)) if *s == stage => {
+                    set.insert(r.line());
+                }
+                _ => {
+                    assert!(
+                        out.iter().all(|(s, _)| *s < stage),
+                        "stage {stage} after a later one: {:#?}",
+                        reqs.iter().map(|r| r.line()).collect::<Vec<_>>()
+                    );
+                    out.push((stage, [r.line()].into()));
+                }
+            }
+        }
+        out
+    };
+    assert_eq!(per_stage(&a.3), per_stage(&b.3));
+    // No write before the last Secret check.
+    for reqs in [&a.3, &b.3] {
+        let lines: Vec<String> = reqs.iter().map(|r| r.line()).collect();
+        let last_secret = lines.iter().rposition(|l| l.contains("/secrets/")).unwrap();
+        let first_write = reqs.iter().position(|r| r.is_write()).unwrap();
+        assert!(last_secret < first_write, "{lines:#?}");
+    }
+}
+
+#[tokio::test]
+async fn plan_in_sync_reads_by_list_not_by_name() {
+    let d = desired("chat-microservices");
+    let fake = prepared(&d);
+    apply(&fake, &d, &opts()).await.expect("apply");
+    fake.clear_requests();
+    let (p, _) = plan(&fake, &d, &opts()).await;
+    assert!(!p.has_changes());
+    let l = lines(&fake);
+    // One GET by name: the Namespace. The rest of the stack by LIST, page
+    // by page, then a dry run per object; Secrets by metadata.
+    let by_name: Vec<&String> = l
+        .iter()
+        .filter(|x| x.starts_with("GET ") && !x.contains('?') && !x.contains("/secrets/"))
+        .collect();
+    assert_eq!(
+        by_name,
+        [
+            "GET /apis/autoscaling.k8s.io/v1",
+            "GET /api/v1/namespaces/chat-microservices"
+        ],
+        "{l:#?}"
+    );
+    assert!(
+        l.iter()
+            .filter(|x| x.contains("labelSelector="))
+            .all(|x| x.contains("limit=500")),
+        "{l:#?}"
+    );
+    let dry_runs = l.iter().filter(|x| x.contains("dryRun=All")).count();
+    assert_eq!(dry_runs, d.objects.len());
+    // An unlabelled object with one of the stack's names is not in the
+    // LIST: it is still found by name, and still an error.
+    fake.insert(
+        "configmaps",
+        "kubectl-create",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "api-gateway-env", "namespace": d.namespace}}),
+    );
+    let (p, _) = plan(&fake, &d, &opts()).await;
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    assert!(p.errors[0].contains(
+        "ConfigMap api-gateway-env exists in namespace `chat-microservices` without the labels"
+    ));
+    // A namespace that does not exist: nothing in it is read by name.
+    let fresh = FakeApi::new();
+    let (p, _) = plan(&fresh, &d, &opts()).await;
+    assert_eq!(p.count(Action::Create), d.objects.len());
+    let l = lines(&fresh);
+    assert_eq!(
+        l,
+        [
+            "GET /apis/autoscaling.k8s.io/v1",
+            "GET /api/v1/namespaces/chat-microservices"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn many_objects_of_a_kind_not_listed_are_read_by_one_list_of_the_kind() {
+    let mut d = desired("chat-microservices");
+    let template = d
+        .objects
+        .iter()
+        .find(|o| o.kind == "ConfigMap")
+        .unwrap()
+        .clone();
+    // More than a page (500) of them.
+    for i in 0..520 {
+        let mut o = template.clone();
+        o.name = format!("extra-{i:03}");
+        o.body["metadata"]["name"] = json!(o.name);
+        d.objects.push(o);
+    }
+    d.objects.sort_by_key(|o| o.stage);
+    let fake = prepared(&d);
+    // One of them exists without the stack's labels.
+    fake.insert(
+        "configmaps",
+        "kubectl-create",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra-042", "namespace": d.namespace}}),
+    );
+    let (p, _) = plan(&fake, &d, &opts()).await;
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    assert!(
+        p.errors[0].starts_with(
+            "ConfigMap extra-042 exists in namespace `chat-microservices` without the labels"
+        ),
+        "{:?}",
+        p.errors
+    );
+    assert_eq!(p.count(Action::Create), d.objects.len() - 2);
+    let l = lines(&fake);
+    assert!(
+        l.contains(&"GET /api/v1/namespaces/chat-microservices/configmaps?&limit=500".to_string()),
+        "{l:#?}"
+    );
+    assert!(!l.iter().any(|x| x.contains("/configmaps/")), "{l:#?}");
+    // Other kinds, with fewer objects, are still read by name.
+    assert!(l.contains(
+        &"GET /apis/apps/v1/namespaces/chat-microservices/deployments/api-gateway".to_string()
+    ));
+    // Drift reads them the same way.
+    fake.clear_requests();
+    let client = fake.client(&d.namespace);
+    let (items, _) = k::drift(&client, &d, &[], &opts()).await.unwrap();
+    let about = |name: &str| {
+        items
+            .iter()
+            .find(|i| i.object == format!("ConfigMap {name}"))
+            .map(|i| (i.field.clone(), i.actual.clone()))
+    };
+    assert_eq!(
+        about("extra-000"),
+        Some(("object".into(), "missing".into()))
+    );
+    assert_eq!(
+        about("extra-042"),
+        Some(("labels".into(), "not the stack's".into()))
+    );
+    assert!(
+        !lines(&fake).iter().any(|x| x.contains("/configmaps/")),
+        "{:#?}",
+        lines(&fake)
+    );
+    // The same plan as when every object is read by name.
+    let fake2 = prepared(&d);
+    fake2.insert(
+        "configmaps",
+        "kubectl-create",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra-042", "namespace": d.namespace}}),
+    );
+    let mut few = d.clone();
+    few.objects
+        .retain(|o| !o.name.starts_with("extra-") || o.name == "extra-042");
+    let (p2, _) = plan(&fake2, &few, &opts()).await;
+    assert_eq!(p2.errors, p.errors);
+    assert!(
+        lines(&fake2).contains(
+            &"GET /api/v1/namespaces/chat-microservices/configmaps/extra-042".to_string()
+        )
+    );
+    // Applied: the stack's LIST of them comes in two pages, and plan in
+    // sync reads none of them by name.
+    fake.insert(
+        "configmaps",
+        "kubectl-create",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra-042", "namespace": d.namespace, "labels": LABELS(&d.stack)}}),
+    );
+    apply(&fake, &d, &opts()).await.expect("apply");
+    fake.clear_requests();
+    let (p, _) = plan(&fake, &d, &opts()).await;
+    assert!(!p.has_changes() && p.errors.is_empty(), "{}", k::render(&p));
+    assert_eq!(p.count(Action::Unchanged), d.objects.len());
+    let l = lines(&fake);
+    assert!(
+        l.iter()
+            .any(|x| x.contains("/configmaps?&labelSelector=")
+                && x.ends_with("&limit=500&continue=500")),
+        "{l:#?}"
+    );
+    assert!(
+        !l.iter()
+            .any(|x| x.starts_with("GET ") && x.contains("/configmaps/")),
+        "{l:#?}"
+    );
+}
+
+#[tokio::test]
+async fn many_secrets_are_checked_by_one_metadata_list() {
+    let mut d = desired("chat-microservices");
+    let fake = prepared(&d);
+    for i in 0..40 {
+        d.secrets.push(k::SecretRef {
+            name: format!("extra-{i:02}"),
+            used_by: vec!["extra".into()],
+        });
+        if i != 17 {
+            fake.insert(
+                "secrets",
+                "kubectl-create",
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("extra-{i:02}"), "namespace": d.namespace}, "data": {"K": "c2VjcmV0"}}),
+            );
+        }
+    }
+    let (p, _) = plan(&fake, &d, &opts()).await;
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    assert!(
+        p.errors[0].starts_with("Secret `extra-17` (used by extra) does not exist"),
+        "{:?}",
+        p.errors
+    );
+    let l = lines(&fake);
+    assert!(
+        l.contains(&"GET /api/v1/namespaces/chat-microservices/secrets?&limit=500".to_string()),
+        "{l:#?}"
+    );
+    assert!(!l.iter().any(|x| x.contains("/secrets/")), "{l:#?}");
+    // Credentials that may not list Secrets: a GET each, same answer.
+    fake.forbid_list("secrets");
+    fake.clear_requests();
+    let (p2, _) = plan(&fake, &d, &opts()).await;
+    assert_eq!(p2.errors, p.errors);
+    let l = lines(&fake);
+    assert!(
+        l.contains(&"GET /api/v1/namespaces/chat-microservices/secrets/extra-17".to_string()),
+        "{l:#?}"
+    );
 }
 
 #[test]
@@ -768,6 +1189,20 @@ fn profiles_load() {
     )
     .unwrap();
     assert!(stackc::profile::load(&f, &mut sources).is_err());
+    // Requests in flight: 16 unless the profile says otherwise, 1 to 256.
+    let p = stackc::profile::load(&root().join("targets/cluster.kdl"), &mut sources).unwrap();
+    assert_eq!(p.kubernetes.unwrap().concurrency, 16);
+    std::fs::write(&f, "target \"x\" {\n    kubernetes concurrency=4\n}\n").unwrap();
+    let p = stackc::profile::load(&f, &mut sources).unwrap();
+    assert_eq!(p.kubernetes.unwrap().concurrency, 4);
+    for bad in ["0", "257"] {
+        std::fs::write(
+            &f,
+            format!("target \"x\" {{\n    kubernetes concurrency={bad}\n}}\n"),
+        )
+        .unwrap();
+        assert!(stackc::profile::load(&f, &mut sources).is_err(), "{bad}");
+    }
 }
 
 #[test]
@@ -791,6 +1226,8 @@ fn cli_reports_an_unreachable_cluster_clearly() {
             "examples/chat-microservices/stack.kdl",
             "--target",
             "cluster",
+            "--concurrency",
+            "4",
         ],
     ] {
         let r = run(stackc().args(&args).env("KUBECONFIG", &kubeconfig));
@@ -803,6 +1240,29 @@ fn cli_reports_an_unreachable_cluster_clearly() {
         );
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     }
+    // --concurrency: 1 to 256, and only for Kubernetes targets.
+    let r = run(stackc().args([
+        "plan",
+        "examples/chat-microservices/stack.kdl",
+        "--concurrency",
+        "2",
+    ]));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("--concurrency is for Kubernetes targets"),
+        "{}",
+        r.stderr
+    );
+    let r = run(stackc().args([
+        "plan",
+        "examples/chat-microservices/stack.kdl",
+        "--target",
+        "cluster",
+        "--concurrency",
+        "0",
+    ]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("--concurrency"), "{}", r.stderr);
     let missing = dir.path().join("none");
     let r = run(stackc()
         .args([

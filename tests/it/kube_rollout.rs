@@ -61,6 +61,7 @@ fn profile() -> Profile {
             in_cluster: false,
             namespace: None,
             field_manager: "stackc".into(),
+            concurrency: stackc::profile::CONCURRENCY,
         }),
         ..Profile::local()
     }

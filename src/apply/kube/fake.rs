@@ -2,7 +2,7 @@
 //! benchmarks: a `tower` service behind a real [`kube::Client`].
 //!
 //! It answers the requests stackc sends (discovery, GET, LIST with a label
-//! selector, PATCH with server-side apply including `fieldManager`,
+//! selector and pages (`limit`, `continue`), PATCH with server-side apply including `fieldManager`,
 //! `force` and `dryRun`, DELETE), keeps per-manager field ownership like
 //! the API server (conflicts, shared ownership, release of fields a
 //! manager stops applying), plays the workload controllers (applied
@@ -22,9 +22,16 @@
 //! [`FakeApi::log`] appends a line to a Pod's log (served by
 //! `GET .../pods/NAME/log`, with the kubelet's RFC 3339 timestamps when
 //! asked). A created Service gets a cluster IP, as from the API server.
+//!
+//! Latency: [`FakeApi::delay`] makes every request take a while (a
+//! network round trip, longer for some paths than others so that answers
+//! to concurrent requests arrive out of order); the fake counts the
+//! requests in flight and the most there were at once
+//! ([`FakeApi::max_in_flight`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
@@ -77,6 +84,8 @@ struct State {
     objects: BTreeMap<(String, String, String), Stored>,
     requests: Vec<Recorded>,
     hidden: BTreeSet<String>,
+    /// Plurals whose LIST is forbidden (403), as by RBAC without `list`.
+    unlistable: BTreeSet<String>,
     invalid: BTreeMap<(String, String), String>,
     never_ready: BTreeSet<String>,
     /// Images whose Pods crash-loop.
@@ -94,6 +103,21 @@ struct State {
     /// A write is hanging.
     stalled: bool,
     version: u64,
+    /// The time every request takes (see [`FakeApi::delay`]).
+    delay: Option<Duration>,
+    /// Requests being answered, and the most at once since the last
+    /// [`FakeApi::clear_requests`].
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// Counts a request out of flight when its answer is done (or dropped).
+struct InFlight(FakeApi);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+    }
 }
 
 /// The fake API server. Clones share state.
@@ -210,14 +234,36 @@ impl FakeApi {
             .collect()
     }
 
+    /// Forget the requests so far (and the most in flight at once).
     pub fn clear_requests(&self) {
-        self.lock().requests.clear();
+        let mut st = self.lock();
+        st.requests.clear();
+        st.max_in_flight = st.in_flight;
+    }
+
+    /// Every request waits before it is answered: `base` for one path in
+    /// three, twice or three times as long for the others (chosen by a
+    /// hash of the path, so the same every run).
+    pub fn delay(&self, base: Duration) {
+        self.lock().delay = Some(base);
+    }
+
+    /// The most requests in flight at once since the last
+    /// [`FakeApi::clear_requests`].
+    pub fn max_in_flight(&self) -> usize {
+        self.lock().max_in_flight
     }
 
     /// Answer 404 for the discovery of `api_version` (e.g. a CRD group
     /// that is not installed); its objects cannot be applied either.
     pub fn hide_api(&self, api_version: &str) {
         self.lock().hidden.insert(api_version.to_string());
+    }
+
+    /// Answer 403 to a LIST of `plural` (credentials that may get but not
+    /// list, e.g. Secrets).
+    pub fn forbid_list(&self, plural: &str) {
+        self.lock().unlistable.insert(plural.to_string());
     }
 
     /// Refuse applies of `plural/name` with 422 and `message`.
@@ -358,6 +404,20 @@ impl FakeApi {
     }
 
     async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let delay = {
+            let mut st = self.lock();
+            st.in_flight += 1;
+            st.max_in_flight = st.max_in_flight.max(st.in_flight);
+            st.delay
+        };
+        let _in_flight = InFlight(self.clone());
+        if let Some(base) = delay {
+            let mut h: u32 = 0x811c_9dc5;
+            for b in req.uri().path().bytes() {
+                h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+            }
+            tokio::time::sleep(base * (1 + h % 3)).await;
+        }
         let (parts, body) = req.into_parts();
         let bytes = body.collect_bytes().await.unwrap_or_default();
         let path = parts.uri.path().to_string();
@@ -522,6 +582,11 @@ impl FakeApi {
                     None => status(404, "NotFound", &format!("{plural} \"{n}\" not found")),
                 }
             }
+            ("GET", None) if self.lock().unlistable.contains(plural) => status(
+                403,
+                "Forbidden",
+                &format!("{plural} is forbidden: cannot list resource \"{plural}\""),
+            ),
             ("GET", None) => {
                 let selector: Vec<(String, String)> = q
                     .get("labelSelector")
@@ -536,7 +601,15 @@ impl FakeApi {
                 if plural == "pods" {
                     crash_reads(&mut st, ns);
                 }
-                let items: Vec<Value> = st
+                // Pages: `limit` items, then a `continue` token (here the
+                // number of items already sent).
+                let skip: usize = q.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+                let limit: usize = q
+                    .get("limit")
+                    .and_then(|l| l.parse().ok())
+                    .filter(|l| *l > 0)
+                    .unwrap_or(usize::MAX);
+                let mut items: Vec<Value> = st
                     .objects
                     .iter()
                     .filter(|((p, n, _), _)| p == plural && (ns.is_empty() || n == ns))
@@ -546,6 +619,8 @@ impl FakeApi {
                                 == Some(v.as_str())
                         })
                     })
+                    .skip(skip)
+                    .take(limit.saturating_add(1))
                     .map(|(_, o)| {
                         let r = render(o);
                         if metadata_only {
@@ -555,9 +630,14 @@ impl FakeApi {
                         }
                     })
                     .collect();
+                let mut meta = json!({"resourceVersion": st.version.to_string()});
+                if items.len() > limit {
+                    items.truncate(limit);
+                    meta["continue"] = json!((skip + limit).to_string());
+                }
                 (
                     200,
-                    json!({"apiVersion": api_version, "kind": format!("{kind}List"), "metadata": {"resourceVersion": st.version.to_string()}, "items": items}),
+                    json!({"apiVersion": api_version, "kind": format!("{kind}List"), "metadata": meta, "items": items}),
                 )
             }
             ("PATCH", Some(n)) => self.apply(api_version.as_str(), kind, plural, ns, n, q, body),

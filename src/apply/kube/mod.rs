@@ -7,14 +7,22 @@
 //!   per deploy phase of the graph (an object belongs to the phase of the
 //!   component named by its `io.stackc.service` label), then whatever is
 //!   outside the graph (CronJobs).
-//! - [`plan`] only reads: a GET per object and, for objects that exist, a
-//!   server-side dry-run apply whose answer is compared with the live
-//!   object (managedFields, resourceVersion, uid, timestamps and status
-//!   left out). Objects of the stack no longer in the topology are found
-//!   by LIST with the stack's label selector.
+//! - [`plan`] only reads: the Namespace by GET, the stack's objects by a
+//!   LIST per kind with the stack's label selector (which also finds the
+//!   ones no longer in the topology), a GET for each object the LISTs did
+//!   not return (it may exist without the stack's labels; a LIST of the
+//!   kind without selector when there are many of one kind), and for
+//!   objects the stack owns a server-side dry-run apply whose answer is
+//!   compared with the live object (managedFields, resourceVersion, uid,
+//!   timestamps and status left out).
 //! - [`apply`] applies what the plan says changed, stage by stage, with the
 //!   field manager; a phase starts once the Deployments and StatefulSets
 //!   of the phases before it are available.
+//! - Independent requests (the reads of plan and drift, the writes of one
+//!   stage, the deletions of one stage) are sent concurrently, at most
+//!   [`Options::concurrency`] in flight; results are put back in object
+//!   order, so plans, reports and progress lines do not depend on the
+//!   order of the answers.
 //! - [`drift`] compares the live objects with a forced dry-run apply: the
 //!   fields stackc applies, not the ones others own (replicas of an
 //!   autoscaled workload are left to the autoscaler).
@@ -32,11 +40,13 @@ pub mod fields;
 pub mod rollout;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use k8s_openapi::api::apps::v1 as apps;
 use k8s_openapi::api::autoscaling::v2 as hpa;
 use k8s_openapi::api::batch::v1 as batch;
@@ -146,6 +156,9 @@ pub struct Options {
     /// Set on Ctrl-C: a running rollout returns traffic to stable and the
     /// apply stops.
     pub cancel: Arc<AtomicBool>,
+    /// The most API requests in flight at once (independent reads, the
+    /// writes of one stage, the deletions of one stage).
+    pub concurrency: usize,
 }
 
 impl Default for Options {
@@ -158,8 +171,68 @@ impl Default for Options {
             poll: Duration::from_secs(2),
             state_dir: None,
             cancel: Arc::new(AtomicBool::new(false)),
+            concurrency: crate::profile::CONCURRENCY,
         }
     }
+}
+
+/// Run `f` on every item with at most `limit` futures in flight, and
+/// return the results in the order of `items`, whatever order the
+/// answers arrive in. `done` sees each result in that order too, as soon
+/// as every earlier item has finished (progress lines stay in order).
+///
+/// On an error nothing new starts; what is in flight finishes (a write
+/// already sent is not abandoned), `done` sees the results that
+/// succeeded, and the error of the earliest item is returned.
+async fn each<T, R, Fut>(
+    limit: usize,
+    items: impl IntoIterator<Item = T>,
+    f: impl Fn(T) -> Fut,
+    done: impl Fn(&R),
+) -> Result<Vec<R>, Error>
+where
+    Fut: Future<Output = Result<R, Error>>,
+{
+    let mut items = items.into_iter().enumerate();
+    let mut pending = FuturesUnordered::new();
+    let mut out: Vec<Option<R>> = Vec::new();
+    let mut shown = 0;
+    let mut failed: Option<(usize, Error)> = None;
+    loop {
+        while failed.is_none() && pending.len() < limit.max(1) {
+            let Some((i, item)) = items.next() else {
+                break;
+            };
+            out.push(None);
+            let fut = f(item);
+            pending.push(async move { (i, fut.await) });
+        }
+        let Some((i, r)) = pending.next().await else {
+            break;
+        };
+        match r {
+            Ok(v) => out[i] = Some(v),
+            Err(e) => {
+                if failed.as_ref().is_none_or(|(j, _)| i < *j) {
+                    failed = Some((i, e));
+                }
+            }
+        }
+        if failed.is_none() {
+            while let Some(Some(v)) = out.get(shown) {
+                done(v);
+                shown += 1;
+            }
+        }
+    }
+    if let Some((_, e)) = failed {
+        out.iter().skip(shown).flatten().for_each(done);
+        return Err(e);
+    }
+    Ok(out
+        .into_iter()
+        .map(|v| v.expect("every item answered"))
+        .collect())
 }
 
 fn stage_of_kind(kind: &str) -> Option<usize> {
@@ -844,56 +917,256 @@ async fn dry_run(
         .map_err(|e| Error::from_kube(&o.label(), e))
 }
 
+/// Objects per page of a LIST (the API server's `limit`/`continue`).
+const LIST_PAGE: u32 = 500;
+
 /// The stack's live objects of every served kind (LIST with the stack's
-/// label selector), with their kind.
+/// label selector, page by page, the kinds `concurrency` at a time), with
+/// their kind, in the order of [`Kinds::listable`] then of the server.
 async fn list_owned(
     client: &Client,
     desired: &Desired,
     kinds: &Kinds,
+    concurrency: usize,
 ) -> Result<Vec<(Resource, Value)>, Error> {
     let selector = format!(
         "{LABEL_STACK}={},{LABEL_OWNER}={}",
         desired.stack,
         crate::targets::OWNER
     );
-    let lp = ListParams::default().labels(&selector);
-    let mut out = Vec::new();
-    for r in kinds.listable() {
-        let list = api(client, r, None, &desired.namespace)
+    let selector = selector.as_str();
+    let lists = each(
+        concurrency,
+        kinds.listable(),
+        |r| async move {
+            let mut out = Vec::new();
+            let lp = ListParams::default().labels(selector);
+            list_pages(client, desired, r, lp, |v| {
+                // The selector said so; never act on the server's word alone.
+                if owned_by(&v, &desired.stack) {
+                    out.push((r.clone(), v));
+                }
+            })
+            .await?;
+            Ok(out)
+        },
+        |_| {},
+    )
+    .await?;
+    Ok(lists.into_iter().flatten().collect())
+}
+
+/// LIST the objects of `r` in the stack's namespace (cluster-wide for a
+/// cluster-scoped kind), [`LIST_PAGE`] at a time, each to `keep` with its
+/// type.
+async fn list_pages(
+    client: &Client,
+    desired: &Desired,
+    r: &Resource,
+    lp: ListParams,
+    mut keep: impl FnMut(Value),
+) -> Result<(), Error> {
+    let a = api(client, r, None, &desired.namespace);
+    let mut lp = lp.limit(LIST_PAGE);
+    loop {
+        let list = a
             .list(&lp)
             .await
             .map_err(|e| Error::from_kube(&format!("listing {}s", r.ar.kind), e))?;
         for item in list.items {
-            let v = serde_json::to_value(&item).unwrap_or_default();
-            // The selector said so; never act on the server's word alone.
-            if owned_by(&v, &desired.stack) {
-                out.push((r.clone(), v));
+            let mut v = serde_json::to_value(&item).unwrap_or_default();
+            // The items of a LIST may come without their type.
+            if let Some(m) = v.as_object_mut() {
+                m.entry("apiVersion")
+                    .or_insert_with(|| Value::String(r.ar.api_version.clone()));
+                m.entry("kind")
+                    .or_insert_with(|| Value::String(r.ar.kind.clone()));
             }
+            keep(v);
+        }
+        match list.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = lp.continue_token(&c),
+            None => return Ok(()),
         }
     }
-    Ok(out)
 }
 
-/// Secrets the manifests need that do not exist.
+/// From this many objects of one kind that the stack's LIST did not
+/// return on, plan reads that kind by one LIST of the namespace (every
+/// object of the kind, paged) instead of a GET each.
+const UNLISTED_BY_LIST: usize = 64;
+
+/// The objects of the topology the stack's LIST did not return (missing,
+/// or there without the stack's labels), for the kinds with at least
+/// [`UNLISTED_BY_LIST`] of them in the stack's namespace: those kinds
+/// are LISTed without a selector. Returns the kinds read that way, and
+/// the live objects found among them.
+async fn list_unlisted(
+    client: &Client,
+    desired: &Desired,
+    kinds: &Kinds,
+    listed: &HashMap<Key, &Value>,
+    concurrency: usize,
+) -> Result<(BTreeSet<(String, String)>, HashMap<Key, Value>), Error> {
+    let mut count: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut wanted: BTreeSet<Key> = BTreeSet::new();
+    for o in &desired.objects {
+        let Some(r) = kinds.get(&o.api_version, &o.kind) else {
+            continue;
+        };
+        let key = object_key(desired, r, o);
+        if !r.namespaced || key.2 != desired.namespace || listed.contains_key(&key) {
+            continue;
+        }
+        *count
+            .entry((o.api_version.clone(), o.kind.clone()))
+            .or_default() += 1;
+        wanted.insert(key);
+    }
+    let heavy: Vec<&Resource> = count
+        .iter()
+        .filter(|(_, n)| **n >= UNLISTED_BY_LIST)
+        .filter_map(|((a, k), _)| kinds.get(a, k))
+        .collect();
+    let wanted = &wanted;
+    let found = each(
+        concurrency,
+        heavy.clone(),
+        |r| async move {
+            let mut out = Vec::new();
+            list_pages(client, desired, r, ListParams::default(), |v| {
+                let key = live_key(r, &v);
+                if wanted.contains(&key) {
+                    out.push((key, v));
+                }
+            })
+            .await?;
+            Ok(out)
+        },
+        |_| {},
+    )
+    .await?;
+    Ok((
+        heavy
+            .iter()
+            .map(|r| (r.ar.api_version.clone(), r.ar.kind.clone()))
+            .collect(),
+        found.into_iter().flatten().collect(),
+    ))
+}
+
+/// The live object `o`, if it exists (a GET).
+async fn get_live(
+    client: &Client,
+    desired: &Desired,
+    r: &Resource,
+    o: &Object,
+) -> Result<Option<Value>, Error> {
+    Ok(api(client, r, o.namespace.as_deref(), &desired.namespace)
+        .get_opt(&o.name)
+        .await
+        .map_err(|e| Error::from_kube(&o.label(), e))?
+        .map(|d| serde_json::to_value(d).unwrap_or_default()))
+}
+
+/// `(apiVersion, kind, namespace or "", name)` of a live object.
+type Key = (String, String, String, String);
+
+fn live_key(r: &Resource, v: &Value) -> Key {
+    (
+        r.ar.api_version.clone(),
+        r.ar.kind.clone(),
+        str_at(v, &["metadata", "namespace"])
+            .unwrap_or_default()
+            .to_string(),
+        str_at(v, &["metadata", "name"])
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+fn object_key(desired: &Desired, r: &Resource, o: &Object) -> Key {
+    (
+        r.ar.api_version.clone(),
+        r.ar.kind.clone(),
+        if r.namespaced {
+            o.namespace
+                .clone()
+                .unwrap_or_else(|| desired.namespace.clone())
+        } else {
+            String::new()
+        },
+        o.name.clone(),
+    )
+}
+
+/// The listed objects by key.
+fn by_key(owned: &[(Resource, Value)]) -> HashMap<Key, &Value> {
+    owned.iter().map(|(r, v)| (live_key(r, v), v)).collect()
+}
+
+/// From this many Secrets on, plan checks them with one LIST of the
+/// namespace's Secrets' metadata instead of a GET each.
+const SECRETS_BY_LIST: usize = 32;
+
+/// Secrets the manifests need that do not exist, in the order of
+/// `desired.secrets`. Metadata only: a Secret's data is never read. A
+/// GET each (`concurrency` in flight), or for many of them a LIST of the
+/// namespace's Secrets' metadata, page by page (by GETs again when the
+/// credentials may not list Secrets).
 async fn missing_secrets<'d>(
     client: &Client,
     desired: &'d Desired,
     namespace_exists: bool,
+    concurrency: usize,
 ) -> Result<Vec<&'d SecretRef>, Error> {
     if !namespace_exists {
         return Ok(desired.secrets.iter().collect());
     }
     let secrets: Api<core::Secret> = Api::namespaced(client.clone(), &desired.namespace);
-    let mut missing = Vec::new();
-    for s in &desired.secrets {
-        // Metadata only: a Secret's data is never read.
-        match secrets.get_metadata_opt(&s.name).await {
-            Ok(Some(_)) => {}
-            Ok(None) => missing.push(s),
-            Err(e) => return Err(Error::from_kube(&format!("Secret {}", s.name), e)),
+    if desired.secrets.len() >= SECRETS_BY_LIST {
+        let mut names = BTreeSet::new();
+        let mut lp = ListParams::default().limit(LIST_PAGE);
+        let listed = loop {
+            match secrets.list_metadata(&lp).await {
+                Ok(list) => {
+                    names.extend(list.items.into_iter().filter_map(|m| m.metadata.name));
+                    match list.metadata.continue_.filter(|c| !c.is_empty()) {
+                        Some(c) => lp = lp.continue_token(&c),
+                        None => break true,
+                    }
+                }
+                Err(e) if api_code(&e) == Some(403) => break false,
+                Err(e) => return Err(Error::from_kube("listing Secrets", e)),
+            }
+        };
+        if listed {
+            return Ok(desired
+                .secrets
+                .iter()
+                .filter(|s| !names.contains(&s.name))
+                .collect());
         }
     }
-    Ok(missing)
+    let secrets = &secrets;
+    let found = each(
+        concurrency,
+        &desired.secrets,
+        |s| async move {
+            secrets
+                .get_metadata_opt(&s.name)
+                .await
+                .map(|m| (s, m.is_some()))
+                .map_err(|e| Error::from_kube(&format!("Secret {}", s.name), e))
+        },
+        |_| {},
+    )
+    .await?;
+    Ok(found
+        .into_iter()
+        .filter(|(_, exists)| !exists)
+        .map(|(s, _)| s)
+        .collect())
 }
 
 /// A claim a StatefulSet created from its templates.
@@ -902,6 +1175,110 @@ fn is_template_claim(desired: &Desired, name: &str) -> bool {
         name.strip_prefix(p.as_str())
             .is_some_and(|n| n.parse::<u32>().is_ok())
     })
+}
+
+/// What plan found for one desired object.
+#[derive(Default)]
+struct Looked {
+    change: Option<Change>,
+    warning: Option<String>,
+    error: Option<String>,
+    /// A Deployment of a rollout, with its live state.
+    rollout: Option<(String, Value)>,
+}
+
+impl Looked {
+    fn change(c: Change) -> Looked {
+        Looked {
+            change: Some(c),
+            ..Looked::default()
+        }
+    }
+}
+
+/// Plan one object whose live state (`None`: missing) is known: a
+/// dry-run apply when the stack owns it.
+#[allow(clippy::too_many_arguments)]
+async fn plan_object(
+    client: &Client,
+    desired: &Desired,
+    opts: &Options,
+    r: &Resource,
+    o: &Object,
+    i: usize,
+    live: Option<&Value>,
+    rollout_deployments: &BTreeSet<&str>,
+) -> Result<Looked, Error> {
+    let Some(live) = live else {
+        return Ok(Looked::change(change(desired, o, i, Action::Create)));
+    };
+    let owned = owned_by(live, &desired.stack);
+    let mut l = Looked {
+        rollout: (o.kind == "Deployment" && rollout_deployments.contains(o.name.as_str()) && owned)
+            .then(|| (o.name.clone(), live.clone())),
+        ..Looked::default()
+    };
+    if o.kind == "Deployment"
+        && desired.kept.contains_key(&o.name)
+        && owned
+        && live.pointer("/spec/replicas").and_then(Value::as_i64) > Some(0)
+    {
+        l.change = Some(change(desired, o, i, Action::Kept));
+        return Ok(l);
+    }
+    if !owned {
+        if o.kind == "Namespace" {
+            l.warning = Some(format!(
+                "namespace `{}` exists without the labels of stack `{}`: it is used as it is and never changed (its Pod Security labels are not set); to let stackc manage it: kubectl label namespace {} {LABEL_STACK}={} {LABEL_OWNER}={}",
+                o.name,
+                desired.stack,
+                o.name,
+                desired.stack,
+                crate::targets::OWNER
+            ));
+            l.change = Some(change(desired, o, i, Action::External));
+        } else {
+            l.error = Some(format!(
+                "{} exists in namespace `{}` without the labels of stack `{}`; stackc will not touch it",
+                o.label(),
+                o.namespace.as_deref().unwrap_or("-"),
+                desired.stack
+            ));
+        }
+        return Ok(l);
+    }
+    match dry_run(
+        client,
+        desired,
+        r,
+        o,
+        &opts.field_manager,
+        opts.force_conflicts,
+    )
+    .await
+    {
+        Ok(after) => {
+            let fields = field_changes(live, &after, &opts.field_manager);
+            let mut c = change(
+                desired,
+                o,
+                i,
+                if fields.is_empty() {
+                    Action::Unchanged
+                } else {
+                    Action::Update
+                },
+            );
+            if !fields.is_empty() {
+                c.diff = Some(unified(live, &after));
+            }
+            c.fields = fields;
+            l.change = Some(c);
+        }
+        Err(e) if matches!(e.code, Some(409 | 422 | 400)) => l.error = Some(e.message),
+        Err(e) => return Err(e),
+    }
+    Ok(l)
 }
 
 /// Compare the cluster with `desired`. Reads only: GETs, LISTs, discovery
@@ -938,91 +1315,84 @@ pub async fn plan(
             ));
         }
     }
-    let mut namespace_exists = false;
-    for (i, o) in desired.objects.iter().enumerate() {
-        let Some(r) = kinds.get(&o.api_version, &o.kind) else {
-            p.changes.push(change(desired, o, i, Action::Skip));
-            continue;
-        };
-        let live = api(client, r, o.namespace.as_deref(), &desired.namespace)
-            .get_opt(&o.name)
-            .await
-            .map_err(|e| Error::from_kube(&o.label(), e))?
-            .map(|d| serde_json::to_value(d).unwrap_or_default());
-        if o.kind == "Namespace" && o.name == desired.namespace {
-            namespace_exists = live.is_some();
+    // The Namespace first: when it does not exist, nothing in it does,
+    // and the rest is planned without reading it.
+    let ns_index = desired
+        .objects
+        .iter()
+        .position(|o| o.kind == "Namespace" && o.name == desired.namespace);
+    let ns_live = match ns_index {
+        Some(i) => {
+            let o = &desired.objects[i];
+            match kinds.get(&o.api_version, &o.kind) {
+                Some(r) => get_live(client, desired, r, o).await?,
+                None => None,
+            }
         }
-        let Some(live) = live else {
-            p.changes.push(change(desired, o, i, Action::Create));
-            continue;
-        };
-        if o.kind == "Deployment"
-            && rollout_deployments.contains(o.name.as_str())
-            && owned_by(&live, &desired.stack)
-        {
-            rollout_live.insert(o.name.clone(), live.clone());
-        }
-        if o.kind == "Deployment"
-            && desired.kept.contains_key(&o.name)
-            && owned_by(&live, &desired.stack)
-            && live.pointer("/spec/replicas").and_then(Value::as_i64) > Some(0)
-        {
-            p.changes.push(change(desired, o, i, Action::Kept));
-            continue;
-        }
-        if !owned_by(&live, &desired.stack) {
-            if o.kind == "Namespace" {
-                p.warnings.push(format!(
-                    "namespace `{}` exists without the labels of stack `{}`: it is used as it is and never changed (its Pod Security labels are not set); to let stackc manage it: kubectl label namespace {} {LABEL_STACK}={} {LABEL_OWNER}={}",
-                    o.name, desired.stack, o.name, desired.stack, crate::targets::OWNER
-                ));
-                p.changes.push(change(desired, o, i, Action::External));
+        None => None,
+    };
+    let namespace_exists = ns_live.is_some();
+    let listing = namespace_exists || ns_index.is_none();
+    // The stack's objects by LIST, a few requests per kind: the live
+    // state of everything it owns. An object not in it is read by name
+    // (it may exist without the stack's labels).
+    let owned = if listing {
+        list_owned(client, desired, &kinds, opts.concurrency).await?
+    } else {
+        Vec::new()
+    };
+    let listed = by_key(&owned);
+    // Many objects of a kind not found: whether they exist (without the
+    // stack's labels) is read by one LIST of the kind, not a GET each.
+    let (read_kinds, others) = if listing {
+        list_unlisted(client, desired, &kinds, &listed, opts.concurrency).await?
+    } else {
+        Default::default()
+    };
+    let (kinds_ref, listed, ns_live) = (&kinds, &listed, &ns_live);
+    let (read_kinds, others) = (&read_kinds, &others);
+    let rollout_deployments = &rollout_deployments;
+    let looked = each(
+        opts.concurrency,
+        desired.objects.iter().enumerate(),
+        |(i, o)| async move {
+            let Some(r) = kinds_ref.get(&o.api_version, &o.kind) else {
+                return Ok(Looked::change(change(desired, o, i, Action::Skip)));
+            };
+            let key = object_key(desired, r, o);
+            let fetched;
+            let live: Option<&Value> = if Some(i) == ns_index {
+                ns_live.as_ref()
+            } else if let Some(v) = listed.get(&key) {
+                Some(*v)
+            } else if !listing && r.namespaced && key.2 == desired.namespace {
+                None
+            } else if r.namespaced
+                && key.2 == desired.namespace
+                && read_kinds.contains(&(o.api_version.clone(), o.kind.clone()))
+            {
+                others.get(&key)
             } else {
-                p.errors.push(format!(
-                    "{} exists in namespace `{}` without the labels of stack `{}`; stackc will not touch it",
-                    o.label(),
-                    o.namespace.as_deref().unwrap_or("-"),
-                    desired.stack
-                ));
-            }
-            continue;
-        }
-        match dry_run(
-            client,
-            desired,
-            r,
-            o,
-            &opts.field_manager,
-            opts.force_conflicts,
-        )
-        .await
-        {
-            Ok(after) => {
-                let fields = field_changes(&live, &after, &opts.field_manager);
-                let mut c = change(
-                    desired,
-                    o,
-                    i,
-                    if fields.is_empty() {
-                        Action::Unchanged
-                    } else {
-                        Action::Update
-                    },
-                );
-                if !fields.is_empty() {
-                    c.diff = Some(unified(&live, &after));
-                }
-                c.fields = fields;
-                p.changes.push(c);
-            }
-            Err(e) if matches!(e.code, Some(409 | 422 | 400)) => p.errors.push(e.message),
-            Err(e) => return Err(e),
+                fetched = get_live(client, desired, r, o).await?;
+                fetched.as_ref()
+            };
+            plan_object(client, desired, opts, r, o, i, live, rollout_deployments).await
+        },
+        |_| {},
+    )
+    .await?;
+    for l in looked {
+        p.warnings.extend(l.warning);
+        p.changes.extend(l.change);
+        p.errors.extend(l.error);
+        if let Some((name, live)) = l.rollout {
+            rollout_live.insert(name, live);
         }
     }
     let (rollouts, warnings) = rollout::pending(desired, &p.changes, &rollout_live);
     p.rollouts = rollouts;
     p.warnings.extend(warnings);
-    for s in missing_secrets(client, desired, namespace_exists).await? {
+    for s in missing_secrets(client, desired, namespace_exists, opts.concurrency).await? {
         p.errors.push(format!(
             "Secret `{}` (used by {}) does not exist in namespace `{}`: create it before applying (the commands are in kubernetes/00-namespace.yaml of `stackc build`)",
             s.name,
@@ -1042,47 +1412,45 @@ pub async fn plan(
             )
         })
         .collect();
-    if namespace_exists || desired.objects.iter().all(|o| o.kind != "Namespace") {
-        for (r, v) in list_owned(client, desired, &kinds).await? {
-            let name = str_at(&v, &["metadata", "name"])
-                .unwrap_or_default()
-                .to_string();
-            let namespace = str_at(&v, &["metadata", "namespace"]).map(str::to_string);
-            if wanted.contains(&(
-                r.ar.api_version.clone(),
-                r.ar.kind.clone(),
-                namespace.clone(),
-                name.clone(),
-            )) {
-                continue;
-            }
-            let claim = r.ar.kind == "PersistentVolumeClaim";
-            if claim && is_template_claim(desired, &name) {
-                continue;
-            }
-            let component = str_at(&v, &["metadata", "labels", LABEL_COMPONENT])
-                .unwrap_or_default()
-                .to_string();
-            let stage = desired.stage_of(&r.ar.kind, &component);
-            p.changes.push(Change {
-                api_version: r.ar.api_version.clone(),
-                kind: r.ar.kind.clone(),
-                namespace,
-                name,
-                component,
-                stage: desired.stages[stage].name.clone(),
-                // Claims hold data: only `destroy --volumes` removes them.
-                action: if opts.prune && !claim {
-                    Action::Prune
-                } else {
-                    Action::Orphan
-                },
-                fields: Vec::new(),
-                diff: None,
-                stage_index: stage,
-                object: None,
-            });
+    for (r, v) in &owned {
+        let name = str_at(v, &["metadata", "name"])
+            .unwrap_or_default()
+            .to_string();
+        let namespace = str_at(v, &["metadata", "namespace"]).map(str::to_string);
+        if wanted.contains(&(
+            r.ar.api_version.clone(),
+            r.ar.kind.clone(),
+            namespace.clone(),
+            name.clone(),
+        )) {
+            continue;
         }
+        let claim = r.ar.kind == "PersistentVolumeClaim";
+        if claim && is_template_claim(desired, &name) {
+            continue;
+        }
+        let component = str_at(v, &["metadata", "labels", LABEL_COMPONENT])
+            .unwrap_or_default()
+            .to_string();
+        let stage = desired.stage_of(&r.ar.kind, &component);
+        p.changes.push(Change {
+            api_version: r.ar.api_version.clone(),
+            kind: r.ar.kind.clone(),
+            namespace,
+            name,
+            component,
+            stage: desired.stages[stage].name.clone(),
+            // Claims hold data: only `destroy --volumes` removes them.
+            action: if opts.prune && !claim {
+                Action::Prune
+            } else {
+                Action::Orphan
+            },
+            fields: Vec::new(),
+            diff: None,
+            stage_index: stage,
+            object: None,
+        });
     }
     Ok((p, kinds))
 }
@@ -1236,29 +1604,45 @@ pub async fn apply(
         if !todo.is_empty() {
             progress(format!("stage {}: {} object(s)", stage.name, todo.len()));
         }
-        for c in todo {
-            if opts.cancel.load(Ordering::SeqCst) {
-                return Err(Error::new("interrupted before the next change"));
-            }
-            let o = &desired.objects[c.object.expect("desired object")];
-            let r = kinds.get(&o.api_version, &o.kind).expect("served kind");
-            let mut pp = PatchParams::apply(&opts.field_manager);
-            if opts.force_conflicts {
-                pp = pp.force();
-            }
-            let body = apply_body(desired, o);
-            api(client, r, o.namespace.as_deref(), &desired.namespace)
-                .patch(&o.name, &pp, &Patch::Apply(&body))
-                .await
-                .map_err(|e| Error::from_kube(&o.label(), e))?;
-            if c.action == Action::Create {
-                s.created += 1;
-                progress(format!("  create {}", o.label()));
-            } else {
-                s.updated += 1;
-                progress(format!("  update {}", o.label()));
-            }
-        }
+        // The objects of one stage do not wait for each other: up to
+        // `concurrency` writes in flight, progress in stage order.
+        let written = std::sync::Mutex::new((0, 0));
+        let result = each(
+            opts.concurrency,
+            todo,
+            |c| async move {
+                if opts.cancel.load(Ordering::SeqCst) {
+                    return Err(Error::new("interrupted before the next change"));
+                }
+                let o = &desired.objects[c.object.expect("desired object")];
+                let r = kinds.get(&o.api_version, &o.kind).expect("served kind");
+                let mut pp = PatchParams::apply(&opts.field_manager);
+                if opts.force_conflicts {
+                    pp = pp.force();
+                }
+                let body = apply_body(desired, o);
+                api(client, r, o.namespace.as_deref(), &desired.namespace)
+                    .patch(&o.name, &pp, &Patch::Apply(&body))
+                    .await
+                    .map_err(|e| Error::from_kube(&o.label(), e))?;
+                Ok((c.action, o))
+            },
+            |(action, o): &(Action, &Object)| {
+                let mut w = written.lock().unwrap_or_else(|e| e.into_inner());
+                if *action == Action::Create {
+                    w.0 += 1;
+                    progress(format!("  create {}", o.label()));
+                } else {
+                    w.1 += 1;
+                    progress(format!("  update {}", o.label()));
+                }
+            },
+        )
+        .await;
+        let (created, updated) = *written.lock().unwrap_or_else(|e| e.into_inner());
+        s.created += created;
+        s.updated += updated;
+        result?;
         for r in plan.rollouts.iter().filter(|r| r.stage == si) {
             s.updated += rollout::run(client, desired, kinds, r, opts, progress).await?;
             s.rollouts += 1;
@@ -1273,23 +1657,40 @@ pub async fn apply(
         .filter(|c| c.action == Action::Prune)
         .collect();
     prune.sort_by_key(|c| std::cmp::Reverse(c.stage_index));
-    for c in prune {
-        if opts.cancel.load(Ordering::SeqCst) {
-            return Err(Error::new("interrupted before the next deletion"));
-        }
-        let Some(r) = kinds.get(&c.api_version, &c.kind) else {
-            continue;
-        };
-        delete(
-            client,
-            r,
-            c.namespace.as_deref(),
-            &c.name,
-            &desired.namespace,
+    // Stage by stage (later stages first); the deletions of one stage
+    // concurrently.
+    for group in prune.chunk_by(|a, b| a.stage_index == b.stage_index) {
+        let deleted = std::sync::Mutex::new(0);
+        let result = each(
+            opts.concurrency,
+            group,
+            |c| async move {
+                if opts.cancel.load(Ordering::SeqCst) {
+                    return Err(Error::new("interrupted before the next deletion"));
+                }
+                let Some(r) = kinds.get(&c.api_version, &c.kind) else {
+                    return Ok(None);
+                };
+                delete(
+                    client,
+                    r,
+                    c.namespace.as_deref(),
+                    &c.name,
+                    &desired.namespace,
+                )
+                .await?;
+                Ok(Some(c))
+            },
+            |c: &Option<&&Change>| {
+                if let Some(c) = c {
+                    *deleted.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                    progress(format!("  delete {}", c.label()));
+                }
+            },
         )
-        .await?;
-        s.deleted += 1;
-        progress(format!("  delete {}", c.label()));
+        .await;
+        s.deleted += *deleted.lock().unwrap_or_else(|e| e.into_inner());
+        result?;
     }
     Ok(s)
 }
@@ -1390,9 +1791,14 @@ async fn wait_stage(
         workloads.len()
     ));
     let started = Instant::now();
-    for o in workloads {
-        wait_one(client, desired, kinds, o, started, opts).await?;
-    }
+    // Each workload is polled on its own, `concurrency` at a time.
+    each(
+        opts.concurrency,
+        workloads,
+        |o| wait_one(client, desired, kinds, o, started, opts),
+        |_| {},
+    )
+    .await?;
     Ok(())
 }
 
@@ -1449,7 +1855,6 @@ pub async fn drift(
     opts: &Options,
 ) -> Result<(Vec<crate::drift::Item>, Vec<String>), Error> {
     let kinds = discover(client, desired).await?;
-    let mut items = Vec::new();
     let mut warnings = Vec::new();
     for (api_version, kind) in &kinds.missing {
         if desired
@@ -1469,68 +1874,92 @@ pub async fn drift(
         actual,
         ignored: None,
     };
-    for o in &desired.objects {
-        let Some(r) = kinds.get(&o.api_version, &o.kind) else {
-            continue;
-        };
-        let live = api(client, r, o.namespace.as_deref(), &desired.namespace)
-            .get_opt(&o.name)
-            .await
-            .map_err(|e| Error::from_kube(&o.label(), e))?
-            .map(|d| serde_json::to_value(d).unwrap_or_default());
-        let Some(live) = live else {
-            items.push(item(o, "object".into(), "present".into(), "missing".into()));
-            continue;
-        };
-        // A previous colour kept by keep-previous is not drift while kept.
-        if o.kind == "Deployment"
-            && desired.kept.contains_key(&o.name)
-            && live.pointer("/spec/replicas").and_then(Value::as_i64) > Some(0)
-        {
-            continue;
-        }
-        if !owned_by(&live, &desired.stack) {
-            if o.kind != "Namespace" {
+    let item = &item;
+    // The stack's objects by LIST; the others by name.
+    let owned = list_owned(client, desired, &kinds, opts.concurrency).await?;
+    let listed = by_key(&owned);
+    let (read_kinds, others) =
+        list_unlisted(client, desired, &kinds, &listed, opts.concurrency).await?;
+    let (kinds_ref, listed, read_kinds, others) = (&kinds, &listed, &read_kinds, &others);
+    let per_object = each(
+        opts.concurrency,
+        &desired.objects,
+        |o| async move {
+            let mut items = Vec::new();
+            let Some(r) = kinds_ref.get(&o.api_version, &o.kind) else {
+                return Ok(items);
+            };
+            let fetched;
+            let key = object_key(desired, r, o);
+            let live = if let Some(v) = listed.get(&key) {
+                Some(*v)
+            } else if r.namespaced
+                && key.2 == desired.namespace
+                && read_kinds.contains(&(o.api_version.clone(), o.kind.clone()))
+            {
+                others.get(&key)
+            } else {
+                fetched = get_live(client, desired, r, o).await?;
+                fetched.as_ref()
+            };
+            let Some(live) = live else {
+                items.push(item(o, "object".into(), "present".into(), "missing".into()));
+                return Ok(items);
+            };
+            // A previous colour kept by keep-previous is not drift while kept.
+            if o.kind == "Deployment"
+                && desired.kept.contains_key(&o.name)
+                && live.pointer("/spec/replicas").and_then(Value::as_i64) > Some(0)
+            {
+                return Ok(items);
+            }
+            if !owned_by(live, &desired.stack) {
+                if o.kind != "Namespace" {
+                    items.push(item(
+                        o,
+                        "labels".into(),
+                        format!("owned by stack {}", desired.stack),
+                        "not the stack's".into(),
+                    ));
+                }
+                return Ok(items);
+            }
+            // Forced: a field someone else took over is drift to report, not
+            // a conflict that hides it.
+            let after = dry_run(client, desired, r, o, &opts.field_manager, true).await?;
+            for f in field_changes(live, &after, &opts.field_manager) {
+                let actual = match &f.owner {
+                    Some(m) => format!("{} (set by `{m}`)", show_value(f.before.as_ref())),
+                    None => show_value(f.before.as_ref()),
+                };
                 items.push(item(
                     o,
-                    "labels".into(),
-                    format!("owned by stack {}", desired.stack),
-                    "not the stack's".into(),
+                    f.path.clone(),
+                    show_value(f.after.as_ref()),
+                    actual,
                 ));
             }
-            continue;
-        }
-        // Forced: a field someone else took over is drift to report, not
-        // a conflict that hides it.
-        let after = dry_run(client, desired, r, o, &opts.field_manager, true).await?;
-        let before = items.len();
-        for f in field_changes(&live, &after, &opts.field_manager) {
-            let actual = match &f.owner {
-                Some(m) => format!("{} (set by `{m}`)", show_value(f.before.as_ref())),
-                None => show_value(f.before.as_ref()),
-            };
-            items.push(item(
-                o,
-                f.path.clone(),
-                show_value(f.after.as_ref()),
-                actual,
-            ));
-        }
-        for it in &mut items[before..] {
-            if let Some(rule) = ignores.iter().find(|rule| {
-                rule.service.value == o.component && ignore_matches(&rule.field.value, &it.field)
-            }) {
-                it.ignored = Some(rule.reason.clone());
+            for it in &mut items {
+                if let Some(rule) = ignores.iter().find(|rule| {
+                    rule.service.value == o.component
+                        && ignore_matches(&rule.field.value, &it.field)
+                }) {
+                    it.ignored = Some(rule.reason.clone());
+                }
             }
-        }
-    }
+            Ok(items)
+        },
+        |_| {},
+    )
+    .await?;
+    let mut items: Vec<crate::drift::Item> = per_object.into_iter().flatten().collect();
     let wanted: BTreeSet<(String, String)> = desired
         .objects
         .iter()
         .map(|o| (o.kind.clone(), o.name.clone()))
         .collect();
-    for (r, v) in list_owned(client, desired, &kinds).await? {
-        let name = str_at(&v, &["metadata", "name"])
+    for (r, v) in &owned {
+        let name = str_at(v, &["metadata", "name"])
             .unwrap_or_default()
             .to_string();
         if wanted.contains(&(r.ar.kind.clone(), name.clone()))
@@ -1588,10 +2017,11 @@ pub async fn destroy(
     client: &Client,
     desired: &Desired,
     volumes: bool,
+    opts: &Options,
     progress: &(dyn Fn(String) + Sync),
 ) -> Result<Destroyed, Error> {
     let kinds = discover(client, desired).await?;
-    let mut owned = list_owned(client, desired, &kinds).await?;
+    let mut owned = list_owned(client, desired, &kinds, opts.concurrency).await?;
     let stage = |r: &Resource, v: &Value| {
         let component = str_at(v, &["metadata", "labels", LABEL_COMPONENT]).unwrap_or_default();
         desired.stage_of(&r.ar.kind, component)
@@ -1599,9 +2029,9 @@ pub async fn destroy(
     owned.sort_by_key(|(r, v)| std::cmp::Reverse(stage(r, v)));
     let mut d = Destroyed::default();
     let mut namespace = None;
+    let mut doomed: Vec<(usize, &Resource, &Value)> = Vec::new();
     for (r, v) in &owned {
         let name = str_at(v, &["metadata", "name"]).unwrap_or_default();
-        let ns = str_at(v, &["metadata", "namespace"]);
         match r.ar.kind.as_str() {
             "Namespace" => {
                 namespace = Some((r, name.to_string()));
@@ -1613,9 +2043,28 @@ pub async fn destroy(
             }
             _ => {}
         }
-        delete(client, r, ns, name, &desired.namespace).await?;
-        d.deleted += 1;
-        progress(format!("  delete {} {name}", r.ar.kind));
+        doomed.push((stage(r, v), r, v));
+    }
+    // Stage by stage in reverse; the objects of one stage concurrently.
+    for group in doomed.chunk_by(|a, b| a.0 == b.0) {
+        let deleted = std::sync::Mutex::new(0);
+        let result = each(
+            opts.concurrency,
+            group,
+            |&(_, r, v)| async move {
+                let name = str_at(v, &["metadata", "name"]).unwrap_or_default();
+                let ns = str_at(v, &["metadata", "namespace"]);
+                delete(client, r, ns, name, &desired.namespace).await?;
+                Ok((r, name))
+            },
+            |(r, name): &(&Resource, &str)| {
+                *deleted.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                progress(format!("  delete {} {name}", r.ar.kind));
+            },
+        )
+        .await;
+        d.deleted += *deleted.lock().unwrap_or_else(|e| e.into_inner());
+        result?;
     }
     match namespace {
         None => {}
