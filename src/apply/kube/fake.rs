@@ -622,10 +622,16 @@ impl FakeApi {
                     .skip(skip)
                     .take(limit.saturating_add(1))
                     .map(|(_, o)| {
-                        let r = render(o);
+                        let mut r = render(o);
                         if metadata_only {
                             json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": r["metadata"]})
                         } else {
+                            // As the API server: the items of a typed list
+                            // carry no apiVersion or kind (the list does).
+                            if let Some(m) = r.as_object_mut() {
+                                m.remove("apiVersion");
+                                m.remove("kind");
+                            }
                             r
                         }
                     })
