@@ -993,6 +993,27 @@ impl Runner<'_> {
 
     /// A failed gate, by the policy: rollback, or pause until decided.
     /// `Ok(true)`: promote (skip the remaining gates), `Ok(false)`: go on.
+    /// What a held gate means for the rollout: `true` once it is promoted
+    /// (by an operator, or by a failed gate's pause ending in promote),
+    /// `false` to go on; an abort or an interrupt retreats, `traffic`
+    /// saying where the traffic is then.
+    async fn after_hold(&mut self, held: Held, step: &str, traffic: &str) -> Result<bool, Stop> {
+        match held {
+            Held::Passed => Ok(false),
+            Held::Promoted => Ok(true),
+            Held::Failed(reason) => self.on_failure(step, reason).await,
+            Held::Aborted => Err(self
+                .retreat("aborted", format!("by an operator at {step}"))
+                .await),
+            Held::Interrupted => Err(self
+                .retreat(
+                    "interrupted",
+                    format!("stopped by an interrupt at {step}; {traffic}"),
+                )
+                .await),
+        }
+    }
+
     async fn on_failure(&mut self, step: &str, reason: String) -> Result<bool, Stop> {
         (self.progress)(format!("  {step}: gate failed: {reason}"));
         if self.spec.policy.on_failure == OnFailure::Rollback {
@@ -1096,27 +1117,12 @@ impl Runner<'_> {
             let reason = format!("the new version did not become available: {}", e.message);
             return Err(self.retreat("rolled back", reason).await);
         }
-        let mut promoted = false;
         // Before the switch: the new colour alone, no traffic.
         let step = format!("the gate before the switch to {to}");
-        match self.hold(&b_obj, self.spec.replicas, &step, None).await? {
-            Held::Passed => {}
-            Held::Promoted => promoted = true,
-            Held::Failed(reason) => promoted = self.on_failure(&step, reason).await?,
-            Held::Aborted => {
-                return Err(self
-                    .retreat("aborted", format!("by an operator at {step}"))
-                    .await);
-            }
-            Held::Interrupted => {
-                return Err(self
-                    .retreat(
-                        "interrupted",
-                        format!("stopped by an interrupt at {step}; traffic stayed on stable"),
-                    )
-                    .await);
-            }
-        }
+        let held = self.hold(&b_obj, self.spec.replicas, &step, None).await?;
+        let promoted = self
+            .after_hold(held, &step, "traffic stayed on stable")
+            .await?;
         self.update(|a| {
             a.steps.push(StepRecord {
                 percent: 0,
@@ -1163,27 +1169,9 @@ impl Runner<'_> {
                     switch_secs,
                 })
             });
-            match held {
-                Held::Passed | Held::Promoted => {}
-                Held::Failed(reason) => {
-                    self.on_failure(&step, reason).await?;
-                }
-                Held::Aborted => {
-                    return Err(self
-                        .retreat("aborted", format!("by an operator at {step}"))
-                        .await);
-                }
-                Held::Interrupted => {
-                    return Err(self
-                        .retreat(
-                            "interrupted",
-                            format!(
-                                "stopped by an interrupt at {step}; traffic returned to {from}"
-                            ),
-                        )
-                        .await);
-                }
-            }
+            // The last gate: a promotion has nothing left to skip.
+            self.after_hold(held, &step, &format!("traffic returned to {from}"))
+                .await?;
         } else {
             self.update(|a| {
                 a.steps.push(StepRecord {
@@ -1276,31 +1264,14 @@ impl Runner<'_> {
                     switch_secs,
                 })
             });
-            match held {
-                Held::Passed => {}
-                Held::Promoted => {
-                    (self.progress)(format!(
-                        "  promoted at {step} by an operator: skipping the remaining steps"
-                    ));
-                    promoted = true;
-                }
-                Held::Failed(reason) => promoted = self.on_failure(&step, reason).await?,
-                Held::Aborted => {
-                    return Err(self
-                        .retreat("aborted", format!("by an operator at {step}"))
-                        .await);
-                }
-                Held::Interrupted => {
-                    return Err(self
-                        .retreat(
-                            "interrupted",
-                            format!(
-                                "stopped by an interrupt at {step}; traffic returned to stable"
-                            ),
-                        )
-                        .await);
-                }
+            if matches!(held, Held::Promoted) {
+                (self.progress)(format!(
+                    "  promoted at {step} by an operator: skipping the remaining steps"
+                ));
             }
+            promoted = self
+                .after_hold(held, &step, "traffic returned to stable")
+                .await?;
         }
         // Promotion: stable takes the new template, then the canary goes.
         let stable_body = apply_body(self.desired, &self.desired.objects[si]);
