@@ -68,6 +68,13 @@ fn setup(cx: &Context) -> Option<(Desired, KubeTarget)> {
     }
 }
 
+/// The stack's lock for `what`, or `None` after saying who holds it.
+fn lock(cx: &Context, stack: &str, what: &str) -> Option<Lock> {
+    Lock::acquire(&cx.state_dir, stack, what)
+        .map_err(|e| eprintln!("error: {e}"))
+        .ok()
+}
+
 fn options(target: &KubeTarget) -> Options {
     Options {
         field_manager: target.field_manager.clone(),
@@ -131,12 +138,8 @@ pub fn run_apply(cx: &Context, prune: bool, force: bool, timeout_secs: u64) -> u
     let Some((mut desired, target)) = setup(cx) else {
         return 1;
     };
-    let _lock = match Lock::acquire(&cx.state_dir, &desired.stack, "stackc apply") {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
+    let Some(_lock) = lock(cx, &desired.stack, "stackc apply") else {
+        return 1;
     };
     let Some(rt) = runtime() else { return 1 };
     let cancel = Arc::new(AtomicBool::new(false));
@@ -302,12 +305,8 @@ pub fn run_destroy(cx: &Context, volumes: bool) -> u8 {
     let Some((desired, target)) = setup(cx) else {
         return 1;
     };
-    let _lock = match Lock::acquire(&cx.state_dir, &desired.stack, "stackc destroy") {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
+    let Some(_lock) = lock(cx, &desired.stack, "stackc destroy") else {
+        return 1;
     };
     let Some(rt) = runtime() else { return 1 };
     let progress = |line: String| eprintln!("{line}");
@@ -351,12 +350,8 @@ pub fn rollout_abort_stopped(cx: &Context, service: &str) -> u8 {
     let Some((mut desired, target)) = setup(cx) else {
         return 1;
     };
-    let _lock = match Lock::acquire(&cx.state_dir, &desired.stack, "stackc rollout") {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
+    let Some(_lock) = lock(cx, &desired.stack, "stackc rollout") else {
+        return 1;
     };
     let Some(rt) = runtime() else { return 1 };
     let opts = options(&target);
@@ -384,12 +379,8 @@ pub fn rollout_undo(cx: &Context, service: &str) -> u8 {
     let Some((mut desired, target)) = setup(cx) else {
         return 1;
     };
-    let _lock = match Lock::acquire(&cx.state_dir, &desired.stack, "stackc rollout") {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
+    let Some(_lock) = lock(cx, &desired.stack, "stackc rollout") else {
+        return 1;
     };
     let Some(rt) = runtime() else { return 1 };
     let opts = options(&target);
