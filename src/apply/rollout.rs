@@ -109,6 +109,24 @@ pub struct History {
     pub attempts: Vec<Attempt>,
 }
 
+impl History {
+    /// Before a new attempt: an attempt still `running` or `paused`
+    /// belongs to a stackc that was killed, and this one starts over from
+    /// the first step; an operator command left for it is dropped.
+    pub(crate) fn start_over(&mut self, state_dir: &Path, stack: &str) {
+        for a in self
+            .attempts
+            .iter_mut()
+            .filter(|a| a.outcome == "running" || a.outcome == "paused")
+        {
+            a.outcome = "interrupted".into();
+            a.reason =
+                Some("stackc stopped during the rollout; the next apply started it again".into());
+        }
+        let _ = std::fs::remove_file(control_path(state_dir, stack, &self.service));
+    }
+}
+
 pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -416,18 +434,7 @@ impl Engine {
             .await?
             .map(|l| l.image)
             .unwrap_or_default();
-        // An attempt still `running` belongs to a stackc that was killed:
-        // this one starts over from the first step.
-        for a in history
-            .attempts
-            .iter_mut()
-            .filter(|a| a.outcome == "running" || a.outcome == "paused")
-        {
-            a.outcome = "interrupted".into();
-            a.reason =
-                Some("stackc stopped during the rollout; the next apply started it again".into());
-        }
-        let _ = std::fs::remove_file(control_path(state_dir, &desired.stack, &job.service));
+        history.start_over(state_dir, &desired.stack);
         history.attempts.push(Attempt {
             started: now(),
             finished: None,

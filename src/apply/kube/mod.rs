@@ -1069,6 +1069,32 @@ async fn get_live(
         .map(|d| serde_json::to_value(d).unwrap_or_default()))
 }
 
+/// The live state of `o` as plan and drift read it: from the stack's
+/// LIST (`listed`), else from the LIST of its kind when that kind was
+/// read whole (`read_kinds`, `others`), else by a GET of its name.
+async fn find_live<'a>(
+    client: &Client,
+    desired: &Desired,
+    r: &Resource,
+    o: &Object,
+    listed: &HashMap<Key, &'a Value>,
+    read_kinds: &BTreeSet<(String, String)>,
+    others: &'a HashMap<Key, Value>,
+) -> Result<Option<std::borrow::Cow<'a, Value>>, Error> {
+    use std::borrow::Cow;
+    let key = object_key(desired, r, o);
+    if let Some(v) = listed.get(&key) {
+        return Ok(Some(Cow::Borrowed(*v)));
+    }
+    if r.namespaced
+        && key.2 == desired.namespace
+        && read_kinds.contains(&(o.api_version.clone(), o.kind.clone()))
+    {
+        return Ok(others.get(&key).map(Cow::Borrowed));
+    }
+    Ok(get_live(client, desired, r, o).await?.map(Cow::Owned))
+}
+
 /// `(apiVersion, kind, namespace or "", name)` of a live object.
 type Key = (String, String, String, String);
 
@@ -1360,23 +1386,25 @@ pub async fn plan(
                 return Ok(Looked::change(change(desired, o, i, Action::Skip)));
             };
             let key = object_key(desired, r, o);
-            let fetched;
-            let live: Option<&Value> = if Some(i) == ns_index {
-                ns_live.as_ref()
-            } else if let Some(v) = listed.get(&key) {
-                Some(*v)
+            let live = if Some(i) == ns_index {
+                ns_live.as_ref().map(std::borrow::Cow::Borrowed)
             } else if !listing && r.namespaced && key.2 == desired.namespace {
+                // Nothing is in a namespace that does not exist.
                 None
-            } else if r.namespaced
-                && key.2 == desired.namespace
-                && read_kinds.contains(&(o.api_version.clone(), o.kind.clone()))
-            {
-                others.get(&key)
             } else {
-                fetched = get_live(client, desired, r, o).await?;
-                fetched.as_ref()
+                find_live(client, desired, r, o, listed, read_kinds, others).await?
             };
-            plan_object(client, desired, opts, r, o, i, live, rollout_deployments).await
+            plan_object(
+                client,
+                desired,
+                opts,
+                r,
+                o,
+                i,
+                live.as_deref(),
+                rollout_deployments,
+            )
+            .await
         },
         |_| {},
     )
@@ -1889,20 +1917,8 @@ pub async fn drift(
             let Some(r) = kinds_ref.get(&o.api_version, &o.kind) else {
                 return Ok(items);
             };
-            let fetched;
-            let key = object_key(desired, r, o);
-            let live = if let Some(v) = listed.get(&key) {
-                Some(*v)
-            } else if r.namespaced
-                && key.2 == desired.namespace
-                && read_kinds.contains(&(o.api_version.clone(), o.kind.clone()))
-            {
-                others.get(&key)
-            } else {
-                fetched = get_live(client, desired, r, o).await?;
-                fetched.as_ref()
-            };
-            let Some(live) = live else {
+            let live = find_live(client, desired, r, o, listed, read_kinds, others).await?;
+            let Some(live) = live.as_deref() else {
                 items.push(item(o, "object".into(), "present".into(), "missing".into()));
                 return Ok(items);
             };

@@ -1422,16 +1422,7 @@ pub async fn run(
         .as_ref()
         .map(|dir| hist::load_history(dir, &desired.stack, &spec.service));
     if let (Some(dir), Some(h)) = (&opts.state_dir, &mut history) {
-        for a in h
-            .attempts
-            .iter_mut()
-            .filter(|a| a.outcome == "running" || a.outcome == "paused")
-        {
-            a.outcome = "interrupted".into();
-            a.reason =
-                Some("stackc stopped during the rollout; the next apply started it again".into());
-        }
-        let _ = std::fs::remove_file(hist::control_path(dir, &desired.stack, &spec.service));
+        h.start_over(dir, &desired.stack);
         h.attempts.push(Attempt {
             started: hist::now(),
             finished: None,
