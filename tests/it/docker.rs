@@ -289,7 +289,8 @@ fn mutating(log: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
 #[test]
 fn plan_and_a_no_op_apply_make_no_mutating_calls() {
     let s = Stack::new("sc-noop", &three_tier("sc-noop", 62, 18962, "a"));
-    assert_eq!(s.run(&["apply"]).code, 0);
+    let first = s.run(&["apply"]);
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
     let (sock, log) = recording_proxy(s.path());
     let via = |args: &[&str]| {
         let mut c = s.cmd(args);
