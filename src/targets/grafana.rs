@@ -7,7 +7,8 @@
 //!   `/var/lib/grafana/dashboards`, in a folder named after the stack;
 //! - `grafana/dashboards/<stack>.json`: one dashboard, a row per service
 //!   with metrics or exporters, a row per balancer, and a host row for the
-//!   host exporters.
+//!   host exporters. From [`REPEAT_FROM`] monitored services on, the
+//!   services share one row that Grafana repeats over a variable.
 //!
 //! The last two only when `dashboards=#true` (the default): without them
 //! compose does not mount the dashboards directory, and a provider for a
@@ -32,6 +33,13 @@ pub const PROVIDER: &str = "grafana/provisioning/dashboards/stackc.yaml";
 pub const DASHBOARDS_DIR: &str = "/var/lib/grafana/dashboards";
 /// The datasource uid every panel refers to.
 pub const DATASOURCE_UID: &str = "prometheus";
+
+/// From this many monitored services on, the dashboard has one service
+/// row repeated by Grafana over a `service` variable (and one over an
+/// `exporter` variable), instead of a row each: Grafana slows down past a
+/// few hundred panels, and thousands of rows make a dashboard of tens of
+/// megabytes that nobody can read.
+pub const REPEAT_FROM: usize = 50;
 
 /// Path of the stack's dashboard.
 pub fn dashboard_path(stack: &str) -> String {
@@ -174,6 +182,9 @@ struct Row {
     #[serde(rename = "gridPos")]
     grid_pos: GridPos,
     panels: [Empty; 0],
+    /// The variable the row is repeated over, one row per value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repeat: Option<&'static str>,
 }
 
 #[derive(serde::Serialize)]
@@ -395,6 +406,11 @@ impl Layout {
     }
 
     fn row(&mut self, title: &str) {
+        self.row_over(title, None);
+    }
+
+    /// A row header, repeated by Grafana for each value of `repeat`.
+    fn row_over(&mut self, title: &str, repeat: Option<&'static str>) {
         // Something was placed (panels may have been streamed out since).
         if self.next_id > 1 {
             self.y = self.bottom();
@@ -413,6 +429,7 @@ impl Layout {
                 y: self.y,
             },
             panels: [],
+            repeat,
         }));
     }
 
@@ -449,6 +466,30 @@ fn up_stat(title: String, expr: String, expected: u32, min: u32) -> Panel {
         steps.push(Step::new("orange", Some(min.into())));
     }
     steps.push(Step::new("green", Some(expected.into())));
+    stat(title, expr, "none", expected, steps)
+}
+
+/// A stat of the share of `job`'s targets that answer: green when all do,
+/// orange when some do, red when none does. For repeated rows, whose
+/// services differ in size.
+fn up_share_stat(title: &str, job: &str) -> Panel {
+    let all = sel(job, "");
+    let steps = vec![
+        Step::new("red", None),
+        Step::new("orange", serde_json::Number::from_f64(0.01)),
+        Step::new("green", Some(1.into())),
+    ];
+    stat(
+        title.to_string(),
+        format!("sum(up{all}) / count(up{all})"),
+        "percentunit",
+        1,
+        steps,
+    )
+}
+
+/// A stat panel of one instant query, from 0 to `max`.
+fn stat(title: String, expr: String, unit: &'static str, max: u32, steps: Vec<Step>) -> Panel {
     Panel::Stat(Box::new(Stat {
         kind: "stat",
         title,
@@ -461,10 +502,10 @@ fn up_stat(title: String, expr: String, expected: u32, min: u32) -> Panel {
         }],
         field_config: StatFieldConfig {
             defaults: StatDefaults {
-                unit: "none",
+                unit,
                 decimals: 0,
                 min: 0,
-                max: expected,
+                max,
                 thresholds: Thresholds {
                     mode: "absolute",
                     steps,
@@ -551,42 +592,61 @@ fn service_row(l: &mut Layout, s: &Service) {
     let name = &s.name.value;
     l.row(name);
     let n = s.instances();
-    let gate = s.rollout.as_ref().map(|r| &r.gate);
     if s.metrics.is_some() {
         let job = metrics_job(name);
-        let all = sel(&job, "");
         l.add(up_stat(
             format!("Up (of {n})"),
-            format!("sum(up{all})"),
+            format!("sum(up{})", sel(&job, "")),
             n,
             s.cluster.min_healthy().min(n),
         ));
-        l.add(series(
-            "Request rate",
-            "reqps",
-            vec![target(
-                "A",
-                format!("sum(rate(http_requests_total{all}[5m]))"),
-                "requests/s",
-            )],
-            None,
-            vec![],
+        let gate = s.rollout.as_ref().map(|r| &r.gate);
+        traffic_panels(l, &job, gate);
+    }
+    if !s.exporters.is_empty() {
+        let k = s.exporters.len() as u32;
+        let kinds: Vec<&str> = s.exporters.iter().map(|x| x.kind.value.as_str()).collect();
+        let title = format!("Exporters up (of {k}: {})", kinds.join(", "));
+        l.add(up_stat(
+            title,
+            format!("sum(up{})", sel(&exporter_job(name), "")),
+            k,
+            k,
         ));
-        l.add(series(
-            "Error rate",
-            "percentunit",
-            vec![target(
-                "A",
-                format!(
-                    "sum(rate(http_requests_total{}[5m])) / sum(rate(http_requests_total{all}[5m]))",
-                    sel(&job, "code=~\"5..\"")
-                ),
-                "5xx ratio",
-            )],
-            gate.and_then(|g| g.max_error_rate.as_ref()).map(|m| m.value),
-            vec![],
-        ));
-        l.add(series(
+    }
+}
+
+/// Request rate, error rate, latency and saturation of a service scraped
+/// as `job`, with its rollout gate's limits as threshold lines.
+fn traffic_panels(l: &mut Layout, job: &str, gate: Option<&crate::model::Gate>) {
+    let all = sel(job, "");
+    l.add(series(
+        "Request rate",
+        "reqps",
+        vec![target(
+            "A",
+            format!("sum(rate(http_requests_total{all}[5m]))"),
+            "requests/s",
+        )],
+        None,
+        vec![],
+    ));
+    l.add(series(
+        "Error rate",
+        "percentunit",
+        vec![target(
+            "A",
+            format!(
+                "sum(rate(http_requests_total{}[5m])) / sum(rate(http_requests_total{all}[5m]))",
+                sel(job, "code=~\"5..\"")
+            ),
+            "5xx ratio",
+        )],
+        gate.and_then(|g| g.max_error_rate.as_ref())
+            .map(|m| m.value),
+        vec![],
+    ));
+    l.add(series(
             "Latency p95",
             "s",
             vec![target(
@@ -600,51 +660,84 @@ fn service_row(l: &mut Layout, s: &Service) {
                 .map(|d| d.as_secs_f64()),
             vec![],
         ));
-        l.add(series(
-            "Saturation",
-            "none",
-            vec![
-                target(
-                    "A",
-                    format!("rate(process_cpu_seconds_total{all}[5m])"),
-                    "{{instance}} CPU cores",
-                ),
-                target(
-                    "B",
-                    format!("process_resident_memory_bytes{all}"),
-                    "{{instance}} memory",
-                ),
-            ],
-            None,
-            vec![Override {
-                matcher: Matcher {
-                    id: "byFrameRefID",
-                    options: "B",
+    l.add(series(
+        "Saturation",
+        "none",
+        vec![
+            target(
+                "A",
+                format!("rate(process_cpu_seconds_total{all}[5m])"),
+                "{{instance}} CPU cores",
+            ),
+            target(
+                "B",
+                format!("process_resident_memory_bytes{all}"),
+                "{{instance}} memory",
+            ),
+        ],
+        None,
+        vec![Override {
+            matcher: Matcher {
+                id: "byFrameRefID",
+                options: "B",
+            },
+            properties: vec![
+                Property {
+                    id: "unit",
+                    value: "bytes",
                 },
-                properties: vec![
-                    Property {
-                        id: "unit",
-                        value: "bytes",
-                    },
-                    Property {
-                        id: "custom.axisPlacement",
-                        value: "right",
-                    },
-                ],
-            }],
+                Property {
+                    id: "custom.axisPlacement",
+                    value: "right",
+                },
+            ],
+        }],
+    ));
+}
+
+/// The variable the repeated service row goes over: the services with
+/// metrics.
+const SERVICE_VAR: &str = "service";
+/// The variable the repeated exporter row goes over: the services with
+/// exporters.
+const EXPORTER_VAR: &str = "exporter";
+
+/// The service rows of a large stack: one row for services with metrics,
+/// one for services with exporters, each repeated by Grafana over a
+/// variable listing those services (see [`REPEAT_FROM`]). What differs
+/// between services (their instance count, their rollout gate) is not
+/// drawn: the up stat shows the share of instances that answer.
+fn repeated_rows(l: &mut Layout, metrics: bool, exporters: bool) {
+    if metrics {
+        let job = metrics_job(&format!("${SERVICE_VAR}"));
+        l.row_over(&format!("${SERVICE_VAR}"), Some(SERVICE_VAR));
+        l.add(up_share_stat("Up", &job));
+        traffic_panels(l, &job, None);
+    }
+    if exporters {
+        l.row_over(&format!("${EXPORTER_VAR} exporters"), Some(EXPORTER_VAR));
+        l.add(up_share_stat(
+            "Exporters up",
+            &exporter_job(&format!("${EXPORTER_VAR}")),
         ));
     }
-    if !s.exporters.is_empty() {
-        let k = s.exporters.len() as u32;
-        let kinds: Vec<&str> = s.exporters.iter().map(|x| x.kind.value.as_str()).collect();
-        let title = format!("Exporters up (of {k}: {})", kinds.join(", "));
-        l.add(up_stat(
-            title,
-            format!("sum(up{})", sel(&exporter_job(name), "")),
-            k,
-            k,
-        ));
-    }
+}
+
+/// A custom variable over `values` (service names: DNS labels, so no
+/// commas), several selectable, the first selected.
+fn custom_var(name: &str, label: &str, values: &[&str]) -> Value {
+    let first = values.first().copied().unwrap_or_default();
+    json!({
+        "name": name,
+        "label": label,
+        "type": "custom",
+        "query": values.join(","),
+        "multi": true,
+        "includeAll": true,
+        "current": { "selected": true, "text": [first], "value": [first] },
+        "options": [],
+        "hide": 0,
+    })
 }
 
 fn balancer_row(l: &mut Layout, b: &Balancer) {
@@ -870,6 +963,33 @@ fn dashboard(cx: &mut Ctx, mon: &Monitoring, path: &str, sink: &mut dyn super::S
             );
         }
     }
+    let with_metrics: Vec<&str> = t
+        .services
+        .iter()
+        .filter(|s| s.metrics.is_some())
+        .map(|s| s.name.value.as_str())
+        .collect();
+    let with_exporters: Vec<&str> = t
+        .services
+        .iter()
+        .filter(|s| !s.exporters.is_empty())
+        .map(|s| s.name.value.as_str())
+        .collect();
+    let monitored = t
+        .services
+        .iter()
+        .filter(|s| s.metrics.is_some() || !s.exporters.is_empty())
+        .count();
+    let repeat = monitored >= REPEAT_FROM;
+    let mut vars = Vec::new();
+    if repeat {
+        if !with_metrics.is_empty() {
+            vars.push(custom_var(SERVICE_VAR, "Service", &with_metrics));
+        }
+        if !with_exporters.is_empty() {
+            vars.push(custom_var(EXPORTER_VAR, "Exporters of", &with_exporters));
+        }
+    }
     let mut tags = vec![json!("stackc"), json!(stack)];
     if let Some(e) = &t.selected_env {
         tags.push(json!(e));
@@ -888,7 +1008,7 @@ fn dashboard(cx: &mut Ctx, mon: &Monitoring, path: &str, sink: &mut dyn super::S
         "version": 1,
         "time": { "from": "now-1h", "to": "now" },
         "timepicker": {},
-        "templating": { "list": [] },
+        "templating": { "list": vars },
         "annotations": { "list": [] },
         "links": [],
         "panels": [],
@@ -905,10 +1025,15 @@ fn dashboard(cx: &mut Ctx, mon: &Monitoring, path: &str, sink: &mut dyn super::S
     out.buf.extend_from_slice(head.as_bytes());
     out.buf.push(b'[');
     let mut l = Layout::new();
-    for s in &t.services {
-        if s.metrics.is_some() || !s.exporters.is_empty() {
-            service_row(&mut l, s);
-            out.panels(&mut l);
+    if repeat {
+        repeated_rows(&mut l, !with_metrics.is_empty(), !with_exporters.is_empty());
+        out.panels(&mut l);
+    } else {
+        for s in &t.services {
+            if s.metrics.is_some() || !s.exporters.is_empty() {
+                service_row(&mut l, s);
+                out.panels(&mut l);
+            }
         }
     }
     for b in &t.balancers {

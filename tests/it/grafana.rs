@@ -68,6 +68,47 @@ fn jobs_in(expr: &str) -> Vec<String> {
         .collect()
 }
 
+/// The values of the dashboard's variable `var`, or nothing without it.
+fn var_values(d: &Value, var: &str) -> Vec<String> {
+    d["templating"]["list"]
+        .as_array()
+        .expect("templating list")
+        .iter()
+        .filter(|v| v["name"] == var)
+        .flat_map(|v| {
+            assert_eq!(v["type"], "custom", "variable {var}");
+            v["query"]
+                .as_str()
+                .expect("query")
+                .split(',')
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Every job `expr` selects, a variable in it (`$service`) replaced by
+/// each of its values.
+fn jobs_expanded(d: &Value, expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for job in jobs_in(expr) {
+        match job.split_once('$') {
+            None => out.push(job),
+            Some((before, rest)) => {
+                let var: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let after = &rest[var.len()..];
+                let values = var_values(d, &var);
+                assert!(!values.is_empty(), "{expr}: no values for ${var}");
+                out.extend(values.iter().map(|v| format!("{before}{v}{after}")));
+            }
+        }
+    }
+    out
+}
+
 fn check_dashboard(name: &str, t: &Topology, d: &Value) {
     let stack = &t.stack.name.value;
     assert_eq!(d["title"], stack.as_str(), "{name}");
@@ -116,14 +157,48 @@ fn check_dashboard(name: &str, t: &Topology, d: &Value) {
             .all(|p| p["collapsed"] == false),
         "{name}"
     );
-    for s in &t.services {
-        let monitored = s.metrics.is_some() || !s.exporters.is_empty();
-        assert_eq!(
-            rows.iter().filter(|r| **r == s.name.value).count(),
-            usize::from(monitored),
-            "{name}: row of service {}",
-            s.name.value
-        );
+    let repeated: Vec<&Value> = panels
+        .iter()
+        .filter(|p| p["type"] == "row" && p.get("repeat").is_some())
+        .collect();
+    if repeated.is_empty() {
+        for s in &t.services {
+            let monitored = s.metrics.is_some() || !s.exporters.is_empty();
+            assert_eq!(
+                rows.iter().filter(|r| **r == s.name.value).count(),
+                usize::from(monitored),
+                "{name}: row of service {}",
+                s.name.value
+            );
+        }
+    } else {
+        // One row per variable, repeated by Grafana over exactly the
+        // services with metrics, and with exporters.
+        for r in &repeated {
+            let var = r["repeat"].as_str().expect("repeat names a variable");
+            assert!(
+                r["title"]
+                    .as_str()
+                    .expect("title")
+                    .contains(&format!("${var}")),
+                "{name}: repeated row {r}"
+            );
+        }
+        let services = var_values(d, "service");
+        let exporters = var_values(d, "exporter");
+        for s in &t.services {
+            let n = &s.name.value;
+            assert_eq!(services.contains(n), s.metrics.is_some(), "{name}: {n}");
+            assert_eq!(
+                exporters.contains(n),
+                !s.exporters.is_empty(),
+                "{name}: {n}"
+            );
+            assert!(
+                !rows.contains(&n.as_str()),
+                "{name}: a row of its own for {n}"
+            );
+        }
     }
     for b in &t.balancers {
         assert_eq!(
@@ -143,7 +218,7 @@ fn check_dashboard(name: &str, t: &Topology, d: &Value) {
         assert!(!targets.is_empty(), "{name}: panel without queries");
         for tg in targets {
             let expr = tg["expr"].as_str().expect("expr");
-            let named = jobs_in(expr);
+            let named = jobs_expanded(d, expr);
             assert!(!named.is_empty(), "{name}: {expr} selects no job");
             for j in named {
                 assert!(jobs.contains(&j), "{name}: {expr}: no scrape job `{j}`");
@@ -200,6 +275,93 @@ fn every_example_with_grafana_gets_provisioning_and_a_dashboard() {
         check_dashboard(&name, &t, &d);
     }
     assert!(checked > 0, "no example enables grafana");
+}
+
+/// A stack of `n` services, `n - 1` of them monitored: every third with
+/// an exporter (half of those without metrics), the others with metrics,
+/// `svc-2` with neither.
+fn many_services(n: usize) -> String {
+    let mut text = String::from("stack \"many\"\n");
+    for i in 0..n {
+        text += &format!("service \"svc-{i}\" {{\n    image \"example/svc:1\"\n    port 8080\n");
+        if i != 2 && i % 6 != 3 {
+            text += "    metrics path=\"/metrics\" port=8080\n";
+        }
+        if i % 3 == 0 {
+            text += "    exporter \"redis\"\n";
+        }
+        text += "    health http=\"/health\" port=8080\n}\n";
+    }
+    text + "balancer \"edge\" {\n    route \"/\" to=\"svc-1\"\n}\nmonitoring {\n    grafana\n}\n"
+}
+
+fn dashboard_of(text: &str) -> (Topology, Value) {
+    let c = stackc::check_str("many.kdl", text, &root(), None);
+    assert!(
+        c.ok(),
+        "{}",
+        stackc::diag::render_plain(&c.diags, &c.sources)
+    );
+    let t = c.topology.expect("model");
+    let (arts, _) = targets::build(&t, c.graph.as_ref().expect("graph"), &[Target::Grafana]);
+    let dash = find(&arts, "grafana/dashboards/many.json");
+    let d = serde_json::from_str(&dash.content).expect("dashboard JSON");
+    (t, d)
+}
+
+#[test]
+fn large_stacks_repeat_one_service_row_over_a_variable() {
+    let from = stackc::targets::grafana::REPEAT_FROM;
+    // One below the limit: a row per monitored service.
+    let (t, d) = dashboard_of(&many_services(from));
+    check_dashboard("below", &t, &d);
+    assert!(
+        d["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p.get("repeat").is_none())
+    );
+    assert_eq!(d["templating"]["list"], serde_json::json!([]));
+    let rows = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] == "row")
+        .count();
+    assert_eq!(
+        rows,
+        from - 1 + 1,
+        "a row per monitored service and the balancer"
+    );
+
+    // At the limit and far above it: two repeated rows and the balancer's,
+    // the same handful of panels whatever the size.
+    let (t, small) = dashboard_of(&many_services(from + 1));
+    assert!(t.services[2].metrics.is_none() && t.services[2].exporters.is_empty());
+    check_dashboard("at", &t, &small);
+    let (t, big) = dashboard_of(&many_services(1000));
+    check_dashboard("above", &t, &big);
+    for d in [&small, &big] {
+        let panels = d["panels"].as_array().unwrap();
+        let titles: Vec<&str> = panels
+            .iter()
+            .filter(|p| p["type"] == "row")
+            .map(|p| p["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(titles, ["$service", "$exporter exporters", "edge (nginx)"]);
+        assert_eq!(panels.len(), 3 + 5 + 1 + 3);
+    }
+    assert_eq!(var_values(&big, "service").len(), 1000 - 1 - 167);
+    assert_eq!(var_values(&big, "exporter").len(), 334);
+    assert_eq!(
+        var_values(&big, "service")[..3],
+        ["svc-0", "svc-1", "svc-4"]
+    );
+    assert_eq!(
+        var_values(&big, "exporter")[..3],
+        ["svc-0", "svc-3", "svc-6"]
+    );
 }
 
 #[test]
