@@ -129,8 +129,11 @@ fn plain_ok(s: &str) -> bool {
     };
     (first.is_ascii_alphabetic() || first == b'_' || first == b'/')
         && all_in(b, &PLAIN)
-        // The special words are at most five characters long.
-        && (b.len() > 5 || !SPECIAL.contains(&s))
+        // The special words are at most five characters long, and start
+        // with one of these letters (`~` is not plain anyway).
+        && (b.len() > 5
+            || !matches!(first, b'y' | b'Y' | b'n' | b'N' | b't' | b'T' | b'f' | b'F' | b'o' | b'O')
+            || !SPECIAL.contains(&s))
         && last != b'.'
 }
 
@@ -252,6 +255,23 @@ static STOP: [bool; 256] = {
     t
 };
 
+/// Whether one of the eight bytes of `w` may be in [`STOP`]: one below
+/// 0x20, `"`, `\\`, DEL, or any byte from 0x80 on (the table decides
+/// those). Never false for a word holding a byte of STOP.
+#[inline]
+fn may_stop(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Sets a byte's high bit for each byte of `v` that is zero (exact as
+    // to whether there is one).
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let quote = zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero(w ^ (ONES * u64::from(b'\\')));
+    let del = zero(w ^ (ONES * 0x7f));
+    (below_space | quote | backslash | del | (w & HIGH)) != 0
+}
+
 /// Write `s` as a YAML scalar: plain when [`plain_ok`], else the
 /// double-quoted form of [`string`] (a JSON string, with the characters
 /// YAML does not allow escaped too), without building it first.
@@ -267,7 +287,14 @@ fn write_str(out: &mut String, s: &str) {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
-        // Runs of ordinary bytes (most of any text) are skipped at once.
+        // Runs of ordinary bytes (most of any text) are skipped eight at a
+        // time, then one at a time.
+        if let Some(word) = bytes.get(i..i + 8)
+            && !may_stop(u64::from_le_bytes(word.try_into().expect("eight bytes")))
+        {
+            i += 8;
+            continue;
+        }
         if !STOP[usize::from(bytes[i])] {
             i += 1;
             continue;
@@ -934,6 +961,39 @@ mod tests {
         assert!(y.contains("a: \"~\""), "{y}");
         let back: serde_json::Value = from_str(&y).expect("parses");
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn the_word_check_never_misses_a_stop_byte() {
+        // Every byte value at every position of an otherwise plain word.
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                let mut w = *b"abcdefgh";
+                w[pos] = b;
+                let stop = w.iter().any(|&x| STOP[usize::from(x)]);
+                if stop {
+                    assert!(may_stop(u64::from_le_bytes(w)), "{b:#x} at {pos}");
+                }
+                if !stop && b < 0x80 {
+                    assert!(!may_stop(u64::from_le_bytes(w)), "{b:#x} at {pos}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_special_word_is_quoted_and_reads_back_as_a_string() {
+        for w in SPECIAL {
+            assert!(!plain_ok(w), "{w}");
+            let v = json!({ *w: w });
+            let y = to_string(&v);
+            assert_eq!(y, format!("\"{w}\": \"{w}\"\n"));
+            let back: serde_json::Value = from_str(&y).expect("parses");
+            assert_eq!(back, v);
+        }
+        for w in ["yess", "online", "nul", "Tru", "of", "offset"] {
+            assert!(plain_ok(w), "{w}");
+        }
     }
 
     #[test]
