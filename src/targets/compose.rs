@@ -77,26 +77,81 @@ fn dynamic_range(net: &Network) -> Option<ipnet::Ipv4Net> {
     })
 }
 
-fn labels(cx: &Ctx, service: &str, extra: &[(Spanned<String>, String)]) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert(LABEL_STACK.into(), json!(cx.stack()));
-    m.insert(LABEL_SERVICE.into(), json!(service));
-    m.insert(LABEL_OWNER.into(), json!(OWNER));
+/// A map in insertion order, small enough that a scan beats hashing; an
+/// entry set again keeps its place, as in a map.
+struct Ordered<V>(Vec<(String, V)>);
+
+impl<V> Ordered<V> {
+    fn new() -> Self {
+        Ordered(Vec::new())
+    }
+
+    fn set(&mut self, k: String, v: V) {
+        match self.0.iter_mut().find(|(x, _)| *x == k) {
+            Some(e) => e.1 = v,
+            None => self.0.push((k, v)),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<V: serde::Serialize> serde::Serialize for Ordered<V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+fn label_set(cx: &Ctx, service: &str, extra: &[(Spanned<String>, String)]) -> Ordered<String> {
+    let mut m = Ordered::new();
+    m.set(LABEL_STACK.into(), cx.stack().to_string());
+    m.set(LABEL_SERVICE.into(), service.to_string());
+    m.set(LABEL_OWNER.into(), OWNER.to_string());
     for (k, v) in extra {
-        m.insert(k.value.clone(), json!(escape(v)));
+        m.set(k.value.clone(), escape(v));
     }
     m
 }
 
+fn labels(cx: &Ctx, service: &str, extra: &[(Spanned<String>, String)]) -> Map<String, Value> {
+    label_set(cx, service, extra)
+        .0
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect()
+}
+
 use crate::source::Spanned;
 
+/// A container's place on the stack's network.
+#[derive(serde::Serialize)]
+struct Attach {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ipv4_address: Option<String>,
+    aliases: [String; 1],
+}
+
+fn attach(cx: &Ctx, alias: &str, address: Option<std::net::Ipv4Addr>) -> Ordered<Attach> {
+    let mut n = Ordered::new();
+    n.set(
+        network_name(cx),
+        Attach {
+            ipv4_address: address.map(|a| a.to_string()),
+            aliases: [alias.to_string()],
+        },
+    );
+    n
+}
+
 fn networking(cx: &Ctx, alias: &str, address: Option<std::net::Ipv4Addr>) -> Value {
-    let mut n = Map::new();
-    if let Some(a) = address {
-        n.insert("ipv4_address".into(), json!(a.to_string()));
-    }
-    n.insert("aliases".into(), json!([alias]));
-    json!({ network_name(cx): n })
+    serde_json::to_value(attach(cx, alias, address)).expect("plain data")
 }
 
 fn publish_bind(cx: &Ctx) -> String {
@@ -107,16 +162,30 @@ fn publish_bind(cx: &Ctx) -> String {
 }
 
 fn port_mapping(cx: &Ctx, host: u16, container: u16, public: bool, proto: Protocol) -> Value {
+    Value::String(port_text(cx, host, container, public, proto))
+}
+
+fn port_text(cx: &Ctx, host: u16, container: u16, public: bool, proto: Protocol) -> String {
     let bind = if public {
         publish_bind(cx)
     } else {
         "127.0.0.1".to_string()
     };
     let suffix = if proto == Protocol::Udp { "/udp" } else { "" };
-    json!(format!("{bind}:{host}:{container}{suffix}"))
+    format!("{bind}:{host}:{container}{suffix}")
 }
 
-fn healthcheck(h: &Health) -> Value {
+#[derive(serde::Serialize)]
+struct Healthcheck {
+    test: (&'static str, String),
+    interval: String,
+    timeout: String,
+    retries: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_period: Option<String>,
+}
+
+fn healthcheck(h: &Health) -> Healthcheck {
     let test = match &h.probe {
         HealthProbe::Cmd(c) => escape(&c.value),
         // A path holding `&`, `(`, `*` or others sh reads is quoted
@@ -139,15 +208,13 @@ fn healthcheck(h: &Health) -> Value {
             port.value
         ),
     };
-    let mut m = Map::new();
-    m.insert("test".into(), json!(["CMD-SHELL", test]));
-    m.insert("interval".into(), json!(compose_duration(&h.interval)));
-    m.insert("timeout".into(), json!(compose_duration(&h.timeout)));
-    m.insert("retries".into(), json!(h.retries));
-    if let Some(p) = &h.start_period {
-        m.insert("start_period".into(), json!(compose_duration(p)));
+    Healthcheck {
+        test: ("CMD-SHELL", test),
+        interval: compose_duration(&h.interval),
+        timeout: compose_duration(&h.timeout),
+        retries: h.retries,
+        start_period: h.start_period.as_ref().map(compose_duration),
     }
-    Value::Object(m)
 }
 
 /// Compose reads Go-style durations: `1m30s`, `500ms`.
@@ -176,27 +243,41 @@ fn cpus(c: &Cpu) -> String {
     }
 }
 
-fn resources(r: &Resources) -> Value {
+#[derive(serde::Serialize)]
+struct Deploy {
+    resources: ResourceBlock,
+}
+
+#[derive(serde::Serialize)]
+struct ResourceBlock {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limits: Option<Amounts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reservations: Option<Amounts>,
+}
+
+#[derive(serde::Serialize)]
+struct Amounts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpus: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<String>,
+}
+
+fn resources(r: &Resources) -> Deploy {
     let set = |s: &ResourceSet| {
-        let mut m = Map::new();
-        if let Some(c) = &s.cpu {
-            m.insert("cpus".into(), json!(cpus(&c.value)));
-        }
-        if let Some(mem) = &s.memory {
-            m.insert("memory".into(), json!(mem.value.bytes.to_string()));
-        }
-        m
+        let a = Amounts {
+            cpus: s.cpu.as_ref().map(|c| cpus(&c.value)),
+            memory: s.memory.as_ref().map(|m| m.value.bytes.to_string()),
+        };
+        (a.cpus.is_some() || a.memory.is_some()).then_some(a)
     };
-    let mut res = Map::new();
-    let limits = set(&r.limits);
-    if !limits.is_empty() {
-        res.insert("limits".into(), Value::Object(limits));
+    Deploy {
+        resources: ResourceBlock {
+            limits: set(&r.limits),
+            reservations: set(&r.requests),
+        },
     }
-    let reservations = set(&r.requests);
-    if !reservations.is_empty() {
-        res.insert("reservations".into(), Value::Object(reservations));
-    }
-    json!({ "resources": res })
 }
 
 fn condition(c: Condition) -> &'static str {
@@ -207,6 +288,53 @@ fn condition(c: Condition) -> &'static str {
     }
 }
 
+/// A compose service of one instance, its keys in the order they print.
+#[derive(serde::Serialize)]
+struct ComposeService {
+    image: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    command: Vec<String>,
+    #[serde(skip_serializing_if = "Ordered::is_empty")]
+    environment: Ordered<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<SecretUse>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<Healthcheck>,
+    #[serde(skip_serializing_if = "Ordered::is_empty")]
+    depends_on: Ordered<DependsOn>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deploy: Option<Deploy>,
+    restart: &'static str,
+    labels: Ordered<String>,
+    networks: Ordered<Attach>,
+}
+
+#[derive(serde::Serialize)]
+struct SecretUse {
+    source: String,
+    target: String,
+}
+
+#[derive(serde::Serialize)]
+struct DependsOn {
+    condition: &'static str,
+}
+
+/// A top-level secret or volume entry.
+#[derive(serde::Serialize)]
+struct SecretFile {
+    file: String,
+}
+
+#[derive(serde::Serialize)]
+struct VolumeDef {
+    labels: Ordered<String>,
+}
+
 /// The compose service for one instance of a service.
 fn service_instance(
     cx: &mut Ctx,
@@ -214,32 +342,27 @@ fn service_instance(
     inst: &Instance,
     secrets: &mut Entries,
     volumes: &mut Entries,
-) -> Value {
+) -> ComposeService {
     let t = cx.topology;
-    let mut m = Map::new();
-    m.insert("image".into(), json!(s.image.value));
     let mut command: Vec<String> = s.command.iter().map(|c| escape(&c.value)).collect();
     command.extend(s.args.iter().map(|a| escape(&a.value)));
-    if !command.is_empty() {
-        m.insert("command".into(), json!(command));
-    }
-    let mut env = Map::new();
+    let mut env = Ordered::new();
     for e in &s.env {
-        env.insert(e.name.value.clone(), json!(escape(&e.value.value)));
+        env.set(e.name.value.clone(), escape(&e.value.value));
     }
     if let Some(r) = &s.runtime_opts {
-        env.insert(r.env.clone(), json!(escape(&r.value.value)));
+        env.set(r.env.clone(), escape(&r.value.value));
     }
     let mut svc_secrets = Vec::new();
     for sec in &s.secrets {
         match &sec.source {
             SecretSource::Env(var) => {
-                env.insert(
+                env.set(
                     sec.name.value.clone(),
-                    json!(format!(
+                    format!(
                         "${{{var}:?set {var} to the value of secret {}}}",
                         sec.name.value
-                    )),
+                    ),
                 );
             }
             SecretSource::File(path) => {
@@ -248,47 +371,42 @@ fn service_instance(
                     s.name.value,
                     sec.name.value.to_lowercase().replace(['_', '.'], "-")
                 );
-                secrets.insert(id.clone(), json!({ "file": escape(path) }));
-                svc_secrets.push(json!({ "source": id, "target": sec.name.value }));
-                env.insert(
+                secrets.insert(id.clone(), SecretFile { file: escape(path) });
+                svc_secrets.push(SecretUse {
+                    source: id,
+                    target: sec.name.value.clone(),
+                });
+                env.set(
                     format!("{}_FILE", sec.name.value),
-                    json!(format!("/run/secrets/{}", sec.name.value)),
+                    format!("/run/secrets/{}", sec.name.value),
                 );
             }
         }
     }
-    if !env.is_empty() {
-        m.insert("environment".into(), Value::Object(env));
-    }
-    if !svc_secrets.is_empty() {
-        m.insert("secrets".into(), json!(svc_secrets));
-    }
     let clustered = inst.name != s.name.value;
-    if !s.volumes.is_empty() {
-        let mut mounts = Vec::new();
-        for v in &s.volumes {
-            // Each member of a cluster keeps its own data.
-            let name = if clustered {
-                format!("{}-{}", v.name.value, inst.ordinal)
-            } else {
-                v.name.value.clone()
-            };
-            volumes.insert(
-                name.clone(),
-                json!({ "labels": { LABEL_STACK: cx.stack(), LABEL_OWNER: OWNER } }),
-            );
-            let ro = if v.read_only { ":ro" } else { "" };
-            mounts.push(json!(format!("{name}:{}{ro}", escape(&v.path.value))));
-        }
-        m.insert("volumes".into(), json!(mounts));
+    let mut mounts = Vec::new();
+    for v in &s.volumes {
+        // Each member of a cluster keeps its own data.
+        let name = if clustered {
+            format!("{}-{}", v.name.value, inst.ordinal)
+        } else {
+            v.name.value.clone()
+        };
+        let mut labels = Ordered::new();
+        labels.set(LABEL_STACK.into(), cx.stack().to_string());
+        labels.set(LABEL_OWNER.into(), OWNER.to_string());
+        volumes.insert(name.clone(), VolumeDef { labels });
+        let ro = if v.read_only { ":ro" } else { "" };
+        mounts.push(format!("{name}:{}{ro}", escape(&v.path.value)));
     }
     let published: Vec<&Port> = s.ports.iter().filter(|p| p.published.is_some()).collect();
+    let mut ports = Vec::new();
     if !published.is_empty() {
         if inst.ordinal == 0 {
-            let ports: Vec<Value> = published
+            ports = published
                 .iter()
                 .map(|p| {
-                    port_mapping(
+                    port_text(
                         cx,
                         p.published.as_ref().map_or(p.container.value, |h| h.value),
                         p.container.value,
@@ -297,7 +415,6 @@ fn service_instance(
                     )
                 })
                 .collect();
-            m.insert("ports".into(), json!(ports));
         }
         if clustered && inst.ordinal == 1 {
             cx.unmapped(
@@ -308,53 +425,43 @@ fn service_instance(
             );
         }
     }
-    if let Some(h) = &s.health {
-        m.insert("healthcheck".into(), healthcheck(h));
-    }
-    let mut deps = Map::new();
+    let mut deps = Ordered::new();
     for d in &s.depends_on {
-        let names: Vec<String> =
-            if let Some(dep) = cx.plan.index(&d.service.value).map(|i| &t.services[i]) {
-                cx.plan
-                    .of(t, &dep.name.value)
-                    .iter()
-                    .map(|i| i.name.clone())
-                    .collect()
-            } else {
-                vec![d.service.value.clone()]
-            };
-        for n in names {
-            deps.insert(n, json!({ "condition": condition(d.condition) }));
+        let condition = condition(d.condition);
+        if let Some(dep) = cx.plan.index(&d.service.value).map(|i| &t.services[i]) {
+            for i in cx.plan.of(t, &dep.name.value) {
+                deps.set(i.name.clone(), DependsOn { condition });
+            }
+        } else {
+            deps.set(d.service.value.clone(), DependsOn { condition });
         }
     }
-    if !deps.is_empty() {
-        m.insert("depends_on".into(), Value::Object(deps));
-    }
-    if let Some(r) = &s.resources {
-        m.insert("deploy".into(), resources(r));
-    }
-    m.insert(
-        "restart".into(),
-        json!(match s.restart {
+    let mut labels = label_set(cx, &s.name.value, &s.labels);
+    labels.set("io.stackc.instance".into(), inst.name.clone());
+    labels.set("io.stackc.role".into(), inst.role.as_str().to_string());
+    let mut service = ComposeService {
+        image: s.image.value.clone(),
+        command,
+        environment: env,
+        secrets: svc_secrets,
+        volumes: mounts,
+        ports,
+        healthcheck: s.health.as_ref().map(healthcheck),
+        depends_on: deps,
+        deploy: s.resources.as_ref().map(resources),
+        restart: match s.restart {
             RestartPolicy::No => "no",
             RestartPolicy::Always => "always",
             RestartPolicy::OnFailure => "on-failure",
             RestartPolicy::UnlessStopped => "unless-stopped",
-        }),
-    );
-    let mut l = labels(cx, &s.name.value, &s.labels);
-    l.insert("io.stackc.instance".into(), json!(inst.name));
-    l.insert("io.stackc.role".into(), json!(inst.role.as_str()));
-    m.insert("labels".into(), Value::Object(l));
-    m.insert(
-        "networks".into(),
-        networking(cx, &s.name.value, inst.address),
-    );
-    let hash = super::hash_json(&m);
-    if let Some(Value::Object(l)) = m.get_mut("labels") {
-        l.insert(LABEL_CONFIG_HASH.into(), json!(hash));
-    }
-    Value::Object(m)
+        },
+        labels,
+        networks: attach(cx, &s.name.value, inst.address),
+    };
+    // The hash of everything above, the hash label itself aside.
+    let hash = super::hash_json(&service);
+    service.labels.set(LABEL_CONFIG_HASH.into(), hash);
+    service
 }
 
 fn exporter_service(cx: &Ctx, s: &Service, x: &Exporter) -> Option<(String, Value)> {
@@ -395,7 +502,7 @@ struct Entries {
 }
 
 impl Entries {
-    fn insert(&mut self, name: String, v: Value) {
+    fn insert<T: serde::Serialize>(&mut self, name: String, v: T) {
         let mut text = String::new();
         crate::yaml::write_entry(&mut text, 2, &name, &v);
         match self.index.get(&name) {
