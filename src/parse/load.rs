@@ -121,7 +121,7 @@ fn finish(
     let mut merged = ctx.expand_imports(nodes, &base, 0);
     apply_overrides(&mut merged, env, &mut diags);
     crate::timing::mark("imports and overrides");
-    let topology = decode::decode(&merged, env, &mut diags);
+    let topology = decode::decode(&mut merged, env, &mut diags);
     crate::timing::mark("decode");
     // Freeing a large tree takes milliseconds the checks need not wait for.
     if merged.len() >= LARGE_TREE {

@@ -35,7 +35,7 @@ const TOP_LEVEL: &[&str] = &[
 /// Decode the merged top-level nodes. `selected_env` is already applied to
 /// the tree; it is recorded on the model.
 pub fn decode(
-    nodes: &[Node],
+    nodes: &mut [Node],
     selected_env: Option<&str>,
     out: &mut Diagnostics,
 ) -> Option<Topology> {
@@ -47,6 +47,7 @@ pub fn decode(
     let mut environments = Vec::new();
     // Services are most of a large topology and decode independently:
     // they are decoded on several threads first, and taken in order below.
+    // Their nodes are emptied as they are decoded.
     let mut decoded = decode_services(nodes);
     let mut services = Vec::with_capacity(decoded.iter().filter(|d| d.is_some()).count());
     let mut balancers = Vec::new();
@@ -128,31 +129,40 @@ pub fn decode(
 const PARALLEL_NODES: usize = 512;
 
 /// Each `service` node decoded, with its own diagnostics; `None` for the
-/// other nodes. Large documents are split into one chunk per core.
-fn decode_services(nodes: &[Node]) -> Vec<Option<(Option<Service>, Diagnostics)>> {
-    let one = |n: &Node| {
+/// other nodes. Large documents are split into one chunk per core, the
+/// first decoded on this thread. Each service node's entries and children
+/// are freed as soon as it is decoded, by the thread that decoded it: the
+/// model it becomes reuses their memory instead of growing the process
+/// (only its name, read by [`decode`], stays).
+fn decode_services(nodes: &mut [Node]) -> Vec<Option<(Option<Service>, Diagnostics)>> {
+    let one = |n: &mut Node| {
         (n.name.value == "service").then(|| {
             let mut d = Diagnostics::new();
-            (service::decode(n, &mut d), d)
+            let service = service::decode(n, &mut d);
+            n.entries = Vec::new();
+            n.children = None;
+            (service, d)
         })
     };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     if threads < 2 || nodes.len() < PARALLEL_NODES {
-        return nodes.iter().map(one).collect();
+        return nodes.iter_mut().map(one).collect();
     }
     let chunk = nodes.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = nodes
-            .chunks(chunk)
-            .map(|c| scope.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
+        let mut chunks = nodes.chunks_mut(chunk);
+        let first = chunks.next().expect("at least one node");
+        let handles: Vec<_> = chunks
+            .map(|c| scope.spawn(move || c.iter_mut().map(one).collect::<Vec<_>>()))
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
+        let mut all: Vec<_> = first.iter_mut().map(one).collect();
+        for h in handles {
+            all.extend(
                 h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        all
     })
 }
 
@@ -319,4 +329,63 @@ fn decode_drift_ignore(node: &Node, out: &mut Diagnostics) -> Option<DriftIgnore
         reason: reason?.value,
         span: node.span,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_decoded_on_several_threads_match_one_thread() {
+        // Errors in both halves, so their order is checked too.
+        let mut text = String::new();
+        for i in 0..PARALLEL_NODES + 50 {
+            text +=
+                &format!("service \"svc-{i}\" {{\n    image \"example/svc:{i}\"\n    port 8080\n");
+            if i % 97 == 0 {
+                text += "    colour \"blue\"\n";
+            }
+            if i % 101 == 0 {
+                text += "    port \"eighty\"\n";
+            }
+            text += "}\nbalancer \"b\"\n";
+        }
+        let nodes =
+            crate::parse::kdl::parse(&text, crate::source::FileId::default()).expect("parses");
+        assert!(nodes.len() >= PARALLEL_NODES);
+        let one_thread: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                (n.name.value == "service").then(|| {
+                    let mut d = Diagnostics::new();
+                    (service::decode(n, &mut d), d)
+                })
+            })
+            .collect();
+        let mut emptied = nodes.clone();
+        let several = decode_services(&mut emptied);
+        assert_eq!(several.len(), one_thread.len());
+        let mut errors = 0;
+        for (a, b) in one_thread.iter().zip(&several) {
+            match (a, b) {
+                (None, None) => {}
+                (Some((sa, da)), Some((sb, db))) => {
+                    assert_eq!(sa, sb);
+                    assert_eq!(format!("{da:?}"), format!("{db:?}"));
+                    errors += da.len();
+                }
+                _ => panic!("a service decoded on one side only"),
+            }
+        }
+        assert!(errors >= 10, "{errors}");
+        // The decoded service nodes keep only their names.
+        for (n, e) in nodes.iter().zip(&emptied) {
+            assert_eq!(n.name, e.name);
+            if n.name.value == "service" {
+                assert!(e.entries.is_empty() && e.children.is_none());
+            } else {
+                assert_eq!(n, e);
+            }
+        }
+    }
 }
