@@ -230,7 +230,7 @@ impl Staging {
         DiskSink {
             root: self.dir.path(),
             dirs: std::collections::HashSet::new(),
-            open: None,
+            open: Vec::new(),
             files: Vec::new(),
             error: None,
         }
@@ -274,8 +274,8 @@ pub struct DiskSink<'s> {
     root: &'s Path,
     /// Directories created so far.
     dirs: std::collections::HashSet<PathBuf>,
-    /// The file being written in parts.
-    open: Option<(String, std::fs::File, blake3::Hasher)>,
+    /// The files being written in parts.
+    open: Vec<(String, std::fs::File, blake3::Hasher)>,
     files: Vec<(String, String)>,
     /// The first error, and the path it happened on.
     error: Option<(String, String)>,
@@ -283,33 +283,40 @@ pub struct DiskSink<'s> {
 
 impl DiskSink<'_> {
     fn try_write(&mut self, path: &str, text: &str, done: bool) -> Result<(), String> {
-        if self.open.as_ref().is_none_or(|(p, _, _)| p != path) {
-            if !safe_relative(path) {
-                return Err(format!(
-                    "refusing to write outside the output directory: {path}"
-                ));
-            }
-            let full = self.root.join(path);
-            if let Some(dir) = full.parent()
-                && !self.dirs.contains(dir)
-            {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-                self.dirs.insert(dir.to_path_buf());
-            }
-            let f = std::fs::File::create(&full)
-                .map_err(|e| format!("cannot write {}: {e}", full.display()))?;
-            self.open = Some((path.to_string(), f, blake3::Hasher::new()));
-        }
-        let (_, f, hash) = self.open.as_mut().expect("opened above");
+        let at = match self.open.iter().position(|(p, _, _)| p == path) {
+            Some(at) => at,
+            None => self.create(path)?,
+        };
+        let (_, f, hash) = &mut self.open[at];
         f.write_all(text.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", self.root.join(path).display()))?;
         hash.update(text.as_bytes());
         if done {
-            let (p, _, hash) = self.open.take().expect("opened above");
+            let (p, _, hash) = self.open.swap_remove(at);
             self.files.push((p, hex(hash.finalize().as_bytes())));
         }
         Ok(())
+    }
+
+    /// Create file `path` (and its directory); its index in `open`.
+    fn create(&mut self, path: &str) -> Result<usize, String> {
+        if !safe_relative(path) {
+            return Err(format!(
+                "refusing to write outside the output directory: {path}"
+            ));
+        }
+        let full = self.root.join(path);
+        if let Some(dir) = full.parent()
+            && !self.dirs.contains(dir)
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            self.dirs.insert(dir.to_path_buf());
+        }
+        let f = std::fs::File::create(&full)
+            .map_err(|e| format!("cannot write {}: {e}", full.display()))?;
+        self.open.push((path.to_string(), f, blake3::Hasher::new()));
+        Ok(self.open.len() - 1)
     }
 
     /// The files written, as (path, hash), or the first error.
@@ -347,7 +354,7 @@ impl crate::targets::Sink for DiskSink<'_> {
             return;
         }
         if let Err(e) = self.try_write(path, text, done) {
-            self.open = None;
+            self.open.clear();
             self.error = Some((path.to_string(), e));
         }
     }
@@ -443,6 +450,42 @@ mod tests {
 
     fn arts(v: &[(&str, &str)]) -> Vec<Artifact> {
         v.iter().map(|(p, c)| Artifact::new(*p, *c)).collect()
+    }
+
+    #[test]
+    fn files_written_in_parts_may_interleave_with_other_files() {
+        use crate::targets::{Collect, Sink};
+        let parts: [(&str, &str, bool); 5] = [
+            ("k/policies.yaml", "a: 1\n", false),
+            ("k/one.yaml", "one\n", true),
+            ("k/policies.yaml", "b: 2\n", false),
+            ("k/two.yaml", "two\n", true),
+            ("k/policies.yaml", "c: 3\n", true),
+        ];
+        let want = arts(&[
+            ("k/one.yaml", "one\n"),
+            ("k/policies.yaml", "a: 1\nb: 2\nc: 3\n"),
+            ("k/two.yaml", "two\n"),
+        ]);
+        let mut c = Collect::default();
+        for (p, t, done) in parts {
+            c.write(p, t, done);
+        }
+        c.artifacts.sort_by(|a, b| a.path.cmp(&b.path));
+        assert_eq!(c.artifacts, want);
+
+        let dir = tempfile::tempdir().expect("temp");
+        let out = dir.path().join("generated");
+        let staging = Staging::new(&out).expect("staging");
+        let mut sink = staging.sink();
+        for (p, t, done) in parts {
+            sink.write(p, t, done);
+        }
+        let files = sink.finish().expect("written");
+        staging.commit(files).expect("commit");
+        assert_eq!(diff(&out, &want).expect("diff").0, vec![]);
+        let manifest = std::fs::read_to_string(out.join(MANIFEST)).expect("manifest");
+        assert_eq!(manifest, self::manifest(&want));
     }
 
     #[test]

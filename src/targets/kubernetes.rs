@@ -160,6 +160,8 @@ use crate::source::Span;
 
 /// Directory of every artifact of this target.
 pub const DIR: &str = "kubernetes";
+/// The network policies, in `DIR`.
+const POLICIES_FILE: &str = "20-network-policies.yaml";
 /// Label telling the two versions of a rollout apart.
 pub const LABEL_TRACK: &str = "io.stackc.track";
 /// Prefix of the rollout annotations.
@@ -737,7 +739,9 @@ impl<'a> Emitter<'_, 'a> {
             out.put(a);
         }
         for s in &t.services {
-            out.put(self.service(s));
+            let a = self.service(s);
+            out.put(a);
+            self.flush_policies(out, false);
         }
         for b in &t.balancers {
             out.put(self.balancer(b));
@@ -758,13 +762,19 @@ impl<'a> Emitter<'_, 'a> {
         if let Some(a) = self.volumes() {
             out.put(a);
         }
-        if self.isolation == Isolation::Graph {
-            out.put(Artifact::new(
-                format!("{DIR}/20-network-policies.yaml"),
-                std::mem::take(&mut self.policies),
-            ));
-        }
+        self.flush_policies(out, true);
         out.put(self.namespace());
+    }
+
+    /// Hand the network policies laid out so far to `out` as a part of
+    /// their file, once there are enough of them (or all of them, `done`):
+    /// a large stack's policies are never held whole.
+    fn flush_policies(&mut self, out: &mut dyn super::Sink, done: bool) {
+        const PART: usize = 1 << 16;
+        if self.isolation == Isolation::Graph && (done || self.policies.len() >= PART) {
+            out.write(&format!("{DIR}/{POLICIES_FILE}"), &self.policies, done);
+            self.policies.clear();
+        }
     }
 
     fn namespace(&self) -> Artifact {

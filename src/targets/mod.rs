@@ -116,7 +116,7 @@ impl<'a> Ctx<'a> {
 /// files are streamed out as they are produced instead of being held).
 pub trait Sink {
     /// Append `text` to file `path`; `done` with the last part. Parts of
-    /// one file come one after another, with no other file between them.
+    /// one file come in order; other files may come between them.
     fn write(&mut self, path: &str, text: &str, done: bool);
 
     /// A whole file.
@@ -129,21 +129,39 @@ pub trait Sink {
 #[derive(Default)]
 pub struct Collect {
     pub artifacts: Vec<Artifact>,
-    open: bool,
+    /// Files written in parts and not done yet, by index in `artifacts`.
+    open: Vec<usize>,
 }
 
 impl Sink for Collect {
     fn write(&mut self, path: &str, text: &str, done: bool) {
-        match self.artifacts.last_mut() {
-            Some(a) if self.open && a.path == path => a.content.push_str(text),
-            _ => self.artifacts.push(Artifact::new(path, text)),
-        }
-        self.open = !done;
+        let at = self
+            .open
+            .iter()
+            .position(|&i| self.artifacts[i].path == path);
+        let i = match at {
+            Some(at) => {
+                let i = self.open[at];
+                self.artifacts[i].content.push_str(text);
+                if done {
+                    self.open.swap_remove(at);
+                }
+                i
+            }
+            None => {
+                self.artifacts.push(Artifact::new(path, text));
+                let i = self.artifacts.len() - 1;
+                if !done {
+                    self.open.push(i);
+                }
+                i
+            }
+        };
+        debug_assert_eq!(self.artifacts[i].path, path);
     }
 
     fn put(&mut self, a: Artifact) {
         self.artifacts.push(a);
-        self.open = false;
     }
 }
 
