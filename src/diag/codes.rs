@@ -142,7 +142,10 @@ Fix: keep one; to vary it per environment use an `env` override.";
     DuplicateName => "duplicate-name", "two objects of one kind share a name",
 "## What it checks
 Services, tiers, balancers, routes, rate limits, environments, alerts, jobs and
-phases must have unique names (routes: unique paths per balancer).
+phases must have unique names (routes: unique paths per balancer). The
+containers stackc names itself must not take another's name either: cluster
+members (NAME-0, NAME-1, ...), next-version instances (NAME-next), exporters
+(NAME-KIND-exporter) and balancer replicas.
 
 ## Why
 Names become container, upstream, job and object names; two equal names would

@@ -30,6 +30,21 @@ pub fn escape(s: &str) -> String {
     s.replace('$', "$$")
 }
 
+/// Container name of the exporter of `kind` that a service declares.
+pub fn exporter_container(service: &str, kind: &str) -> String {
+    format!("{service}-{kind}-exporter")
+}
+
+/// Container name of a balancer's nginx exporter.
+pub fn balancer_exporter_container(balancer: &str) -> String {
+    format!("{balancer}-nginx-exporter")
+}
+
+/// Container name of a host exporter declared in `monitoring`.
+pub fn host_exporter_container(kind: &str) -> String {
+    format!("{kind}-exporter")
+}
+
 /// Default images of the components stackc adds itself.
 pub const NGINX_IMAGE: &str = "nginx:1.27-alpine";
 pub const PROMETHEUS_IMAGE: &str = "prom/prometheus:v2.53.0";
@@ -484,7 +499,7 @@ fn exporter_service(cx: &Ctx, s: &Service, x: &Exporter) -> Option<(String, Valu
     } else if let Some(flag) = how.strip_prefix("arg:") {
         m.insert("command".into(), json!([format!("{flag}={target}")]));
     }
-    let name = format!("{}-{}-exporter", s.name.value, x.kind.value);
+    let name = exporter_container(&s.name.value, &x.kind.value);
     m.insert("depends_on".into(), json!({ cx.plan.of(cx.topology, &s.name.value)[0].name.clone(): { "condition": "service_started" } }));
     m.insert("restart".into(), json!("unless-stopped"));
     m.insert("labels".into(), Value::Object(labels(cx, &name, &[])));
@@ -658,7 +673,7 @@ pub fn emit_to(cx: &mut Ctx, sink: &mut dyn super::Sink) {
             services.insert(inst.name.clone(), Value::Object(m));
         }
         if t.monitoring.is_some() {
-            let name = format!("{}-nginx-exporter", b.name.value);
+            let name = balancer_exporter_container(&b.name.value);
             let listen = b.listeners.first().map_or(80, |l| l.port.value);
             services.insert(name.clone(), json!({
                 "image": exporter_image("nginx").map(|e| e.0),
@@ -760,7 +775,7 @@ pub fn emit_to(cx: &mut Ctx, sink: &mut dyn super::Sink) {
             services.insert("grafana".into(), Value::Object(m));
         }
         for x in &mon.exporters {
-            let name = format!("{}-exporter", x.value);
+            let name = host_exporter_container(&x.value);
             match exporter_image(&x.value) {
                 Some((image, _)) => {
                     services.insert(

@@ -69,6 +69,22 @@ pub struct Plan {
     pub by_name: HashMap<String, usize>,
 }
 
+/// Whether a service runs one instance named like itself (else members
+/// named by [`member_name`]).
+pub fn named_like_service(s: &crate::model::Service) -> bool {
+    s.cluster.strategy == Strategy::Single && s.instances() == 1
+}
+
+/// Name of member `k` of a clustered service or replicated balancer.
+pub fn member_name(name: &str, k: u32) -> String {
+    format!("{name}-{k}")
+}
+
+/// Name of the next version's instance beside `instance` during a rollout.
+pub fn next_name(instance: &str) -> String {
+    format!("{instance}-next")
+}
+
 fn roles(strategy: Strategy, ordinal: u32) -> Role {
     match (strategy, ordinal) {
         (Strategy::PrimaryReplica, 0) => Role::Primary,
@@ -111,13 +127,13 @@ impl Plan {
         for (i, s) in t.services.iter().enumerate() {
             let n = s.instances();
             let tier = s.tier.as_ref().map(|x| x.value.as_str());
-            let single = s.cluster.strategy == Strategy::Single && n == 1;
+            let single = named_like_service(s);
             let instances = (0..n)
                 .map(|k| Instance {
                     name: if single {
                         s.name.value.clone()
                     } else {
-                        format!("{}-{k}", s.name.value)
+                        member_name(&s.name.value, k)
                     },
                     service: Some(i),
                     ordinal: k,
@@ -136,7 +152,7 @@ impl Plan {
                         name: if n == 1 {
                             b.name.value.clone()
                         } else {
-                            format!("{}-{k}", b.name.value)
+                            member_name(&b.name.value, k)
                         },
                         service: None,
                         ordinal: k,
@@ -174,7 +190,7 @@ impl Plan {
             let next = plan.services[i]
                 .iter()
                 .map(|inst| Instance {
-                    name: format!("{}-next", inst.name),
+                    name: next_name(&inst.name),
                     address: pool.take(t, tier),
                     ..inst.clone()
                 })

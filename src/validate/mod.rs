@@ -3,6 +3,7 @@
 //! lives in its own file and documents what it checks and why.
 
 mod cluster;
+mod containers;
 pub mod crosscheck;
 mod duplicates;
 mod names;
@@ -26,6 +27,7 @@ pub fn validate(t: &Topology) -> Diagnostics {
     let names = |out: &mut Diagnostics| {
         names::check(t, out);
         duplicates::check(t, out);
+        containers::check(t, out);
     };
     let others = |out: &mut Diagnostics| {
         references::check(t, out);
