@@ -18,8 +18,8 @@
 use serde_json::{Map, Value, json};
 
 use super::{
-    Artifact, Ctx, LABEL_CONFIG_HASH, LABEL_OWNER, LABEL_SERVICE, LABEL_STACK, OWNER, Target,
-    instances::Instance, nginx,
+    Artifact, Ctx, LABEL_CONFIG_HASH, LABEL_OWNER, LABEL_SERVICE, LABEL_STACK, OWNER, Ordered,
+    Target, instances::Instance, nginx,
 };
 use crate::model::*;
 
@@ -92,39 +92,11 @@ fn dynamic_range(net: &Network) -> Option<ipnet::Ipv4Net> {
     })
 }
 
-/// A map in insertion order, small enough that a scan beats hashing; an
-/// entry set again keeps its place, as in a map.
-struct Ordered<V>(Vec<(String, V)>);
-
-impl<V> Ordered<V> {
-    fn new() -> Self {
-        Ordered(Vec::new())
-    }
-
-    fn set(&mut self, k: String, v: V) {
-        match self.0.iter_mut().find(|(x, _)| *x == k) {
-            Some(e) => e.1 = v,
-            None => self.0.push((k, v)),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl<V: serde::Serialize> serde::Serialize for Ordered<V> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            m.serialize_entry(k, v)?;
-        }
-        m.end()
-    }
-}
-
-fn label_set(cx: &Ctx, service: &str, extra: &[(Spanned<String>, String)]) -> Ordered<String> {
+fn label_set(
+    cx: &Ctx,
+    service: &str,
+    extra: &[(Spanned<String>, String)],
+) -> Ordered<String, String> {
     let mut m = Ordered::new();
     m.set(LABEL_STACK.into(), cx.stack().to_string());
     m.set(LABEL_SERVICE.into(), service.to_string());
@@ -153,7 +125,7 @@ struct Attach {
     aliases: [String; 1],
 }
 
-fn attach(cx: &Ctx, alias: &str, address: Option<std::net::Ipv4Addr>) -> Ordered<Attach> {
+fn attach(cx: &Ctx, alias: &str, address: Option<std::net::Ipv4Addr>) -> Ordered<String, Attach> {
     let mut n = Ordered::new();
     n.set(
         network_name(cx),
@@ -310,7 +282,7 @@ struct ComposeService {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     command: Vec<String>,
     #[serde(skip_serializing_if = "Ordered::is_empty")]
-    environment: Ordered<String>,
+    environment: Ordered<String, String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     secrets: Vec<SecretUse>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -320,12 +292,12 @@ struct ComposeService {
     #[serde(skip_serializing_if = "Option::is_none")]
     healthcheck: Option<Healthcheck>,
     #[serde(skip_serializing_if = "Ordered::is_empty")]
-    depends_on: Ordered<DependsOn>,
+    depends_on: Ordered<String, DependsOn>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deploy: Option<Deploy>,
     restart: &'static str,
-    labels: Ordered<String>,
-    networks: Ordered<Attach>,
+    labels: Ordered<String, String>,
+    networks: Ordered<String, Attach>,
 }
 
 #[derive(serde::Serialize)]
@@ -347,7 +319,7 @@ struct SecretFile {
 
 #[derive(serde::Serialize)]
 struct VolumeDef {
-    labels: Ordered<String>,
+    labels: Ordered<String, String>,
 }
 
 /// The compose service for one instance of a service.

@@ -367,6 +367,38 @@ pub fn build(
     (out, cx.warnings)
 }
 
+/// A small map in insertion order, printed as a map: a scan beats hashing
+/// at label-set sizes. A key set again keeps its first place.
+pub(crate) struct Ordered<K, V>(pub Vec<(K, V)>);
+
+impl<K: PartialEq, V> Ordered<K, V> {
+    pub fn new() -> Self {
+        Ordered(Vec::new())
+    }
+
+    pub fn set(&mut self, k: K, v: V) {
+        match self.0.iter_mut().find(|(x, _)| *x == k) {
+            Some(e) => e.1 = v,
+            None => self.0.push((k, v)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<K: serde::Serialize, V: serde::Serialize> serde::Serialize for Ordered<K, V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
 /// Labels every generated object carries (compose labels, Kubernetes
 /// labels): ownership by stackc and the stack.
 pub const LABEL_STACK: &str = "io.stackc.stack";

@@ -18,7 +18,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{Artifact, Ctx, Instance, Role, Sink, Target, nginx};
+use super::{Artifact, Ctx, Instance, Ordered, Role, Sink, Target, nginx};
 use crate::model::*;
 use crate::yaml::{write_entry, write_item};
 
@@ -67,29 +67,8 @@ fn secs(d: &Duration) -> String {
     }
 }
 
-/// A map of string pairs, in order (a label set).
-struct Pairs<'a>(Vec<(&'a str, &'a str)>);
-
-impl Pairs<'_> {
-    /// Set `k` to `v`: in place if present (as a map insert), else last.
-    fn set<'a>(v: &mut Vec<(&'a str, &'a str)>, k: &'a str, val: &'a str) {
-        match v.iter_mut().find(|(x, _)| *x == k) {
-            Some(e) => e.1 = val,
-            None => v.push((k, val)),
-        }
-    }
-}
-
-impl Serialize for Pairs<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            m.serialize_entry(k, v)?;
-        }
-        m.end()
-    }
-}
+/// A label set, in order.
+type Pairs<'a> = Ordered<&'a str, &'a str>;
 
 /// A static scrape target group.
 #[derive(Serialize)]
@@ -160,7 +139,7 @@ fn scrape_config(cx: &Ctx, sink: &mut dyn Sink) {
                 .iter()
                 .map(|inst| Group {
                     targets: [format!("{}:{}", inst.name, m.port.value)],
-                    labels: Some(Pairs(vec![
+                    labels: Some(Ordered(vec![
                         ("service", &s.name.value),
                         ("role", inst.role.as_str()),
                     ])),
@@ -184,7 +163,7 @@ fn scrape_config(cx: &Ctx, sink: &mut dyn Sink) {
                         "{}-{}-exporter:{}",
                         s.name.value, x.kind.value, x.port
                     )],
-                    labels: Some(Pairs(vec![
+                    labels: Some(Ordered(vec![
                         ("service", &s.name.value),
                         ("exporter", &x.kind.value),
                     ])),
@@ -208,7 +187,7 @@ fn scrape_config(cx: &Ctx, sink: &mut dyn Sink) {
                 metrics_path: None,
                 static_configs: vec![Group {
                     targets: [format!("{}-nginx-exporter:9113", b.name.value)],
-                    labels: Some(Pairs(vec![("balancer", &b.name.value)])),
+                    labels: Some(Ordered(vec![("balancer", &b.name.value)])),
                 }],
             },
         );
@@ -664,16 +643,16 @@ struct Rule<'a> {
 /// `severity`, the alert's labels and, for a firing alert, those of its
 /// result.
 fn labels_of(a: &Alert, firing: bool) -> Pairs<'_> {
-    let mut v = vec![("severity", a.severity)];
+    let mut v = Ordered(vec![("severity", a.severity)]);
     for (k, val) in &a.labels {
-        Pairs::set(&mut v, k, val);
+        v.set(k, val);
     }
     if firing {
         for (k, val) in &a.fire_labels {
-            Pairs::set(&mut v, k, val);
+            v.set(k, val);
         }
     }
-    Pairs(v)
+    v
 }
 
 /// A rule file being written: one group, its rules appended.
