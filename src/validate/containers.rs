@@ -58,19 +58,14 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
     };
     // The components' own names first: a clash between two of them is
     // the duplicates rule's to report.
-    for s in &t.services {
-        let name = s.name.value.as_str();
+    let services = t.services.iter().map(|s| ("service", &s.name));
+    let balancers = t.balancers.iter().map(|b| ("balancer", &b.name));
+    for (kind, n) in services.chain(balancers) {
+        let name = n.value.as_str();
         taken
             .by
             .entry(Cow::Borrowed(name))
-            .or_insert_with(|| (Box::new(move || format!("service `{name}`")), s.name.span));
-    }
-    for b in &t.balancers {
-        let name = b.name.value.as_str();
-        taken
-            .by
-            .entry(Cow::Borrowed(name))
-            .or_insert_with(|| (Box::new(move || format!("balancer `{name}`")), b.name.span));
+            .or_insert_with(|| (Box::new(move || format!("{kind} `{name}`")), n.span));
     }
     for s in &t.services {
         let name = s.name.value.as_str();
