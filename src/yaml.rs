@@ -13,7 +13,9 @@ use serde_json::Value;
 
 /// Serialize `value` as a YAML document.
 pub fn to_string<T: Serialize + ?Sized>(value: &T) -> String {
-    let mut out = String::new();
+    // Most documents are a few hundred bytes to a few KB: start with room
+    // for one, rather than regrow (and copy) from nothing.
+    let mut out = String::with_capacity(1024);
     write_doc(&mut out, value);
     out
 }
@@ -522,11 +524,7 @@ impl<'o> Ser<'o> {
 macro_rules! int {
     ($($f:ident: $t:ty),*) => {$(
         fn $f(self, v: $t) -> Result<(), Error> {
-            use std::fmt::Write;
-            if let Place::MapValue(_) = self.place {
-                self.out.push(' ');
-            }
-            let _ = writeln!(self.out, "{v}");
+            self.place.scalar(self.out, itoa::Buffer::new().format(v));
             Ok(())
         }
     )*};

@@ -287,6 +287,13 @@ impl<'n> NodeReader<'n> {
         range: RangeInclusive<u32>,
     ) -> Option<Spanned<u32>> {
         let entry = self.prop_entry(key)?;
+        // The usual case first, without naming the key for a message.
+        if let Value::Integer(i) = entry.value
+            && let Ok(n) = u32::try_from(i)
+            && range.contains(&n)
+        {
+            return Some(Spanned::new(n, entry.value_span));
+        }
         self.int_in(entry, &format!("`{key}`"), range)
     }
 

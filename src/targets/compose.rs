@@ -178,14 +178,18 @@ fn healthcheck(h: &Health) -> Healthcheck {
         // A path holding `&`, `(`, `*` or others sh reads is quoted
         // (validated paths hold no `'`).
         HealthProbe::Http { path, port } => {
-            let url = format!("http://127.0.0.1:{}{}", port.value, escape(&path.value));
+            let url = crate::cat!(
+                "http://127.0.0.1:",
+                itoa::Buffer::new().format(port.value),
+                escape(&path.value)
+            );
             let plain = url
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"/._-:%+=@,".contains(&b));
             if plain {
-                format!("wget -q -O /dev/null {url} || exit 1")
+                crate::cat!("wget -q -O /dev/null ", url, " || exit 1")
             } else {
-                format!("wget -q -O /dev/null '{url}' || exit 1")
+                crate::cat!("wget -q -O /dev/null '", url, "' || exit 1")
             }
         }
         // `-z` is not in busybox nc; connecting with an empty stdin works in
@@ -208,14 +212,17 @@ fn healthcheck(h: &Health) -> Healthcheck {
 fn compose_duration(d: &Duration) -> String {
     let mut ms = d.millis;
     let mut out = String::new();
+    let mut digits = itoa::Buffer::new();
     for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
         if ms >= size {
-            out.push_str(&format!("{}{unit}", ms / size));
+            out.push_str(digits.format(ms / size));
+            out.push_str(unit);
             ms %= size;
         }
     }
     if ms > 0 || out.is_empty() {
-        out.push_str(&format!("{ms}ms"));
+        out.push_str(digits.format(ms));
+        out.push_str("ms");
     }
     out
 }
@@ -223,11 +230,16 @@ fn compose_duration(d: &Duration) -> String {
 fn cpus(c: &Cpu) -> String {
     let whole = c.millis / 1000;
     let frac = c.millis % 1000;
-    if frac == 0 {
-        whole.to_string()
-    } else {
-        format!("{whole}.{}", format!("{frac:03}").trim_end_matches('0'))
+    let mut digits = itoa::Buffer::new();
+    let mut out = digits.format(whole).to_string();
+    if frac != 0 {
+        // Three digits, without the trailing zeros: 250 is `.25`.
+        let three = [frac / 100, frac / 10 % 10, frac % 10].map(|d| b'0' + d as u8);
+        let keep = three.iter().rposition(|&d| d != b'0').map_or(0, |i| i + 1);
+        out.push('.');
+        out.push_str(std::str::from_utf8(&three[..keep]).expect("ASCII digits"));
     }
+    out
 }
 
 #[derive(serde::Serialize)]
@@ -255,7 +267,10 @@ fn resources(r: &Resources) -> Deploy {
     let set = |s: &ResourceSet| {
         let a = Amounts {
             cpus: s.cpu.as_ref().map(|c| cpus(&c.value)),
-            memory: s.memory.as_ref().map(|m| m.value.bytes.to_string()),
+            memory: s
+                .memory
+                .as_ref()
+                .map(|m| itoa::Buffer::new().format(m.value.bytes).to_string()),
         };
         (a.cpus.is_some() || a.memory.is_some()).then_some(a)
     };
@@ -346,9 +361,14 @@ fn service_instance(
             SecretSource::Env(var) => {
                 env.set(
                     sec.name.value.clone(),
-                    format!(
-                        "${{{var}:?set {var} to the value of secret {}}}",
-                        sec.name.value
+                    crate::cat!(
+                        "${",
+                        var,
+                        ":?set ",
+                        var,
+                        " to the value of secret ",
+                        sec.name.value,
+                        "}"
                     ),
                 );
             }
@@ -375,7 +395,7 @@ fn service_instance(
     for v in &s.volumes {
         // Each member of a cluster keeps its own data.
         let name = if clustered {
-            format!("{}-{}", v.name.value, inst.ordinal)
+            crate::cat!(v.name.value, "-", itoa::Buffer::new().format(inst.ordinal))
         } else {
             v.name.value.clone()
         };
@@ -384,7 +404,7 @@ fn service_instance(
         labels.set(LABEL_OWNER.into(), OWNER.to_string());
         volumes.insert(name.clone(), VolumeDef { labels });
         let ro = if v.read_only { ":ro" } else { "" };
-        mounts.push(format!("{name}:{}{ro}", escape(&v.path.value)));
+        mounts.push(crate::cat!(name, ":", escape(&v.path.value), ro));
     }
     let published: Vec<&Port> = s.ports.iter().filter(|p| p.published.is_some()).collect();
     let mut ports = Vec::new();
@@ -869,6 +889,9 @@ mod tests {
         assert_eq!(cpus(&Cpu::parse("500m").unwrap()), "0.5");
         assert_eq!(cpus(&Cpu::parse("2").unwrap()), "2");
         assert_eq!(cpus(&Cpu::parse("1250m").unwrap()), "1.25");
+        assert_eq!(cpus(&Cpu::parse("1001m").unwrap()), "1.001");
+        assert_eq!(cpus(&Cpu::parse("10m").unwrap()), "0.01");
+        assert_eq!(cpus(&Cpu::parse("100m").unwrap()), "0.1");
     }
 
     #[test]

@@ -416,8 +416,17 @@ pub fn hash_json<T: serde::Serialize>(value: &T) -> String {
     BUF.with_borrow_mut(|buf| {
         buf.clear();
         serde_json::to_writer(&mut *buf, value).expect("plain data serializes");
-        format!("{:016x}", fnv1a(buf))
+        hex16(fnv1a(buf))
     })
+}
+
+/// `h` as 16 lowercase hex digits (what `{:016x}` prints).
+fn hex16(h: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    (0..16)
+        .rev()
+        .map(|i| char::from(HEX[(h >> (i * 4)) as usize & 0xf]))
+        .collect()
 }
 
 /// 64-bit FNV-1a.
@@ -434,5 +443,25 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// tell whether a running container matches its definition. It needs to be
 /// stable across machines and versions, not secret: 64-bit FNV-1a.
 pub fn short_hash(text: &str) -> String {
-    format!("{:016x}", fnv1a(text.as_bytes()))
+    hex16(fnv1a(text.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hex16;
+
+    #[test]
+    fn hex16_prints_what_the_formatter_prints() {
+        for h in [
+            0,
+            1,
+            0xf,
+            0x10,
+            0xdead_beef,
+            u64::MAX,
+            0x0123_4567_89ab_cdef,
+        ] {
+            assert_eq!(hex16(h), format!("{h:016x}"));
+        }
+    }
 }

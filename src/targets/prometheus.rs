@@ -53,8 +53,11 @@ fn camel(s: &str) -> String {
 }
 
 /// Escape a PromQL label value (names are validated, this is defence).
-fn q(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+fn q(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['\\', '"']) {
+        return s.into();
+    }
+    s.replace('\\', "\\\\").replace('"', "\\\"").into()
 }
 
 fn secs(d: &Duration) -> String {
@@ -239,17 +242,46 @@ struct Alert {
     quiet: Vec<Series>,
 }
 
-fn up_series(job: &str, inst: &Instance, port: u16, service: &str, down: bool) -> Series {
-    series(
-        format!(
-            "up{{job=\"{}\",instance=\"{}:{port}\",service=\"{}\",role=\"{}\"}}",
-            q(job),
-            q(&inst.name),
-            q(service),
-            inst.role.as_str()
-        ),
-        if down { "0x30" } else { "1x30" },
-    )
+/// The `up` series of each member of a service, written once: the
+/// alerts' tests use them many times over.
+struct Ups<'p> {
+    members: &'p [Instance],
+    names: Vec<String>,
+}
+
+impl<'p> Ups<'p> {
+    fn new(job: &str, members: &'p [Instance], port: u16, service: &str) -> Self {
+        let (job, service) = (q(job), q(service));
+        let port = itoa::Buffer::new().format(port).to_string();
+        let names = members
+            .iter()
+            .map(|inst| {
+                crate::cat!(
+                    "up{job=\"",
+                    job,
+                    "\",instance=\"",
+                    q(&inst.name),
+                    ":",
+                    port,
+                    "\",service=\"",
+                    service,
+                    "\",role=\"",
+                    inst.role.as_str(),
+                    "\"}"
+                )
+            })
+            .collect();
+        Ups { members, names }
+    }
+
+    /// Each member's series, down (`0`) where `down` says so, else up.
+    fn with_down(&self, down: impl Fn(&Instance) -> bool) -> Vec<Series> {
+        self.members
+            .iter()
+            .zip(&self.names)
+            .map(|(x, name)| series(name.clone(), if down(x) { "0x30" } else { "1x30" }))
+            .collect()
+    }
 }
 
 fn service_alerts(cx: &Ctx, i: usize, s: &Service, out: &mut Vec<Alert>) {
@@ -258,29 +290,28 @@ fn service_alerts(cx: &Ctx, i: usize, s: &Service, out: &mut Vec<Alert>) {
     let name = camel(&s.name.value);
     let members = &cx.plan.services[i];
     let port = m.port.value;
-    let all_up = || {
-        members
-            .iter()
-            .map(|x| up_series(&job, x, port, &s.name.value, false))
-            .collect::<Vec<_>>()
-    };
+    let ups = Ups::new(&job, members, port, &s.name.value);
+    let all_up = || ups.with_down(|_| false);
     let svc = vec![("service", s.name.value.clone())];
+    // The expressions select the job's series: `up{job="..."}`.
+    let up = crate::cat!("up{job=\"", q(&job), "\"}");
+    let mut digits = itoa::Buffer::new();
 
     let first = &members[0];
     out.push(Alert {
-        name: format!("{name}InstanceDown"),
-        expr: format!("up{{job=\"{}\"}} == 0", q(&job)),
+        name: crate::cat!(name, "InstanceDown"),
+        expr: crate::cat!(up, " == 0"),
         for_: "1m",
         severity: "warning",
         labels: vec![],
-        summary: format!("An instance of {} is down", s.name.value),
-        fire: members
-            .iter()
-            .map(|x| up_series(&job, x, port, &s.name.value, x.ordinal == 0))
-            .collect(),
+        summary: crate::cat!("An instance of ", s.name.value, " is down"),
+        fire: ups.with_down(|x| x.ordinal == 0),
         fire_labels: vec![
             ("job".into(), job.clone()),
-            ("instance".into(), format!("{}:{port}", first.name)),
+            (
+                "instance".into(),
+                crate::cat!(first.name, ":", digits.format(port)),
+            ),
             ("service".into(), s.name.value.clone()),
             ("role".into(), first.role.as_str().into()),
         ],
@@ -289,17 +320,15 @@ fn service_alerts(cx: &Ctx, i: usize, s: &Service, out: &mut Vec<Alert>) {
     let n = s.instances();
     if n > 1 {
         let min = s.cluster.min_healthy();
+        let n_text = digits.format(n).to_string();
         out.push(Alert {
-            name: format!("{name}Degraded"),
-            expr: format!("sum(up{{job=\"{}\"}}) < {n}", q(&job)),
+            name: crate::cat!(name, "Degraded"),
+            expr: crate::cat!("sum(", up, ") < ", n_text),
             for_: "5m",
             severity: "warning",
             labels: svc.clone(),
-            summary: format!("{} runs fewer than its {n} replicas", s.name.value),
-            fire: members
-                .iter()
-                .map(|x| up_series(&job, x, port, &s.name.value, x.ordinal == 0))
-                .collect(),
+            summary: crate::cat!(s.name.value, " runs fewer than its ", n_text, " replicas"),
+            fire: ups.with_down(|x| x.ordinal == 0),
             fire_labels: vec![],
             quiet: all_up(),
         });
@@ -326,20 +355,14 @@ fn service_alerts(cx: &Ctx, i: usize, s: &Service, out: &mut Vec<Alert>) {
         let down = n - min + 1;
         out.push(Alert {
             name: alert,
-            expr: format!("sum(up{{job=\"{}\"}}) < {min}", q(&job)),
+            expr: crate::cat!("sum(", up, ") < ", digits.format(min)),
             for_: if quorum { "30s" } else { "1m" },
             severity: "critical",
             labels: svc.clone(),
             summary,
-            fire: members
-                .iter()
-                .map(|x| up_series(&job, x, port, &s.name.value, x.ordinal < down))
-                .collect(),
+            fire: ups.with_down(|x| x.ordinal < down),
             fire_labels: vec![],
-            quiet: members
-                .iter()
-                .map(|x| up_series(&job, x, port, &s.name.value, min < n && x.ordinal < n - min))
-                .collect(),
+            quiet: ups.with_down(|x| min < n && x.ordinal < n - min),
         });
         if matches!(
             s.cluster.strategy,
@@ -365,16 +388,10 @@ fn service_alerts(cx: &Ctx, i: usize, s: &Service, out: &mut Vec<Alert>) {
                     role.as_str(),
                     s.name.value
                 ),
-                fire: members
-                    .iter()
-                    .map(|x| up_series(&job, x, port, &s.name.value, x.role == role))
-                    .collect(),
+                fire: ups.with_down(|x| x.role == role),
                 fire_labels: vec![],
                 // A standby down while the primary serves is not this alert.
-                quiet: members
-                    .iter()
-                    .map(|x| up_series(&job, x, port, &s.name.value, x.role != role))
-                    .collect(),
+                quiet: ups.with_down(|x| x.role != role),
             });
         }
     }
@@ -535,6 +552,7 @@ fn balancer_alerts(cx: &Ctx, b: &Balancer, out: &mut Vec<Alert>) {
         seen.push(i);
         let sjob = metrics_job(&s.name.value);
         let members = &cx.plan.services[i];
+        let ups = Ups::new(&sjob, members, m.port.value, &s.name.value);
         let labels = vec![
             ("balancer", b.name.value.clone()),
             ("service", s.name.value.clone()),
@@ -549,15 +567,9 @@ fn balancer_alerts(cx: &Ctx, b: &Balancer, out: &mut Vec<Alert>) {
                 "{} has no instance of {} up for route {}",
                 b.name.value, s.name.value, r.path.value
             ),
-            fire: members
-                .iter()
-                .map(|x| up_series(&sjob, x, m.port.value, &s.name.value, true))
-                .collect(),
+            fire: ups.with_down(|_| true),
             fire_labels: vec![],
-            quiet: members
-                .iter()
-                .map(|x| up_series(&sjob, x, m.port.value, &s.name.value, x.ordinal > 0))
-                .collect(),
+            quiet: ups.with_down(|x| x.ordinal > 0),
         });
         let err = |bad: &str| {
             vec![
