@@ -38,18 +38,17 @@ impl Lines {
     fn new(text: &str, miette: bool) -> Lines {
         let b = text.as_bytes();
         let mut starts = vec![0];
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'\r' if miette && b.get(i + 1) == Some(&b'\n') => {
-                    i += 1;
+        // A large topology is megabytes long: find the line ends with
+        // memchr rather than byte by byte.
+        if miette {
+            for i in memchr::memchr2_iter(b'\r', b'\n', b) {
+                // `\r\n` ends one line, at its `\n`.
+                if !(b[i] == b'\r' && b.get(i + 1) == Some(&b'\n')) {
                     starts.push(i + 1);
                 }
-                b'\r' if miette => starts.push(i + 1),
-                b'\n' => starts.push(i + 1),
-                _ => {}
             }
-            i += 1;
+        } else {
+            starts.extend(memchr::memchr_iter(b'\n', b).map(|i| i + 1));
         }
         Lines {
             starts,
@@ -340,4 +339,49 @@ pub fn to_json(diags: &Diagnostics, sources: &SourceMap) -> serde_json::Value {
         })
         .collect();
     serde_json::Value::Array(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lines;
+
+    /// Line starts as a byte-by-byte scan finds them: after `\n`, and for
+    /// miette after a `\r` not followed by `\n` too.
+    fn scanned(text: &str, miette: bool) -> Vec<usize> {
+        let b = text.as_bytes();
+        let mut starts = vec![0];
+        for i in 0..b.len() {
+            let end = b[i] == b'\n' || (miette && b[i] == b'\r' && b.get(i + 1) != Some(&b'\n'));
+            if end {
+                starts.push(i + 1);
+            }
+        }
+        starts
+    }
+
+    #[test]
+    fn line_starts_with_every_kind_of_line_end() {
+        let texts = [
+            "",
+            "a",
+            "a\n",
+            "a\nb",
+            "a\r\nb\r\n",
+            "a\rb\r",
+            "\r\n\r\n\n\r\r",
+            "x\r\r\ny\n\rz",
+            "é\r\nü\n",
+        ];
+        for text in texts {
+            for miette in [false, true] {
+                let lines = Lines::new(text, miette);
+                assert_eq!(
+                    lines.starts,
+                    scanned(text, miette),
+                    "{text:?} miette={miette}"
+                );
+                assert_eq!(lines.len, text.len());
+            }
+        }
+    }
 }

@@ -164,6 +164,8 @@ pub const DIR: &str = "kubernetes";
 const POLICIES_FILE: &str = "20-network-policies.yaml";
 /// Label telling the two versions of a rollout apart.
 pub const LABEL_TRACK: &str = "io.stackc.track";
+/// The label naming a service's clustering strategy.
+const LABEL_STRATEGY: &str = "io.stackc.strategy";
 /// Prefix of the rollout annotations.
 pub const ROLLOUT_PREFIX: &str = "io.stackc.rollout/";
 /// Storage requested by every claim: the topology has no volume size.
@@ -355,6 +357,18 @@ struct Doc(String);
 
 fn doc<T: serde::Serialize>(x: &T) -> Doc {
     Doc(crate::yaml::to_string(x))
+}
+
+/// Print `object`, whose metadata holds labels taken from `labels`, and
+/// put them back: a service's objects share one label set, lent to each in
+/// turn rather than cloned for each.
+fn doc_lending<T>(mut object: T, labels: &mut Labels) -> Doc
+where
+    T: serde::Serialize + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    let d = doc(&object);
+    *labels = object.metadata_mut().labels.take().unwrap_or_default();
+    d
 }
 
 /// Append documents separated by `---`.
@@ -945,12 +959,13 @@ impl<'a> Emitter<'_, 'a> {
             .collect()
     }
 
-    fn policy(&mut self, name: &str, component: &str, rules: Vec<net::NetworkPolicyIngressRule>) {
+    /// The network policy of component `name`, whose objects carry `labels`.
+    fn policy(&mut self, name: &str, labels: Labels, rules: Vec<net::NetworkPolicyIngressRule>) {
         if self.isolation != Isolation::Graph || rules.is_empty() {
             return;
         }
         let p = net::NetworkPolicy {
-            metadata: self.meta(name, self.labels(name, component), Labels::new()),
+            metadata: self.meta(name, labels, Labels::new()),
             spec: Some(net::NetworkPolicySpec {
                 pod_selector: Some(selector_of(&self.selector(name))),
                 policy_types: Some(vec!["Ingress".into()]),
@@ -1272,9 +1287,9 @@ impl<'a> Emitter<'_, 'a> {
         let c = &s.cluster;
         let n = int(s.instances());
         let stateful = c.strategy.is_stateful();
-        let labels = {
+        let mut labels = {
             let mut l = self.labels(&name, "service");
-            l.insert("io.stackc.strategy".into(), c.strategy.as_str().into());
+            l.insert(LABEL_STRATEGY.into(), c.strategy.as_str().into());
             l
         };
         let selector = self.selector(&name);
@@ -1315,11 +1330,12 @@ impl<'a> Emitter<'_, 'a> {
         let config_name = derived_name(&name, "env");
         let config_hash = (!data.is_empty()).then(|| super::hash_json(&data));
         if !data.is_empty() {
-            docs.push(doc(&core::ConfigMap {
-                metadata: self.meta(&config_name, labels.clone(), Labels::new()),
+            let object = core::ConfigMap {
+                metadata: self.meta(&config_name, std::mem::take(&mut labels), Labels::new()),
                 data: Some(data),
                 ..Default::default()
-            }));
+            };
+            docs.push(doc_lending(object, &mut labels));
         }
 
         // The container.
@@ -1633,9 +1649,14 @@ impl<'a> Emitter<'_, 'a> {
                 ..Default::default()
             })
             .collect();
-        let svc = |e: &Self, svc_name: &str, sel: Labels, ann: Labels, headless: bool| {
-            doc(&core::Service {
-                metadata: e.meta(svc_name, labels.clone(), ann),
+        let svc = |e: &Self,
+                   labels: &mut Labels,
+                   svc_name: &str,
+                   sel: Labels,
+                   ann: Labels,
+                   headless: bool| {
+            let object = core::Service {
+                metadata: e.meta(svc_name, std::mem::take(labels), ann),
                 spec: Some(core::ServiceSpec {
                     type_: Some("ClusterIP".into()),
                     cluster_ip: headless.then(|| "None".to_string()),
@@ -1645,7 +1666,8 @@ impl<'a> Emitter<'_, 'a> {
                     ..Default::default()
                 }),
                 ..Default::default()
-            })
+            };
+            doc_lending(object, labels)
         };
         if !s.ports.is_empty() {
             let mut sel = selector.clone();
@@ -1657,13 +1679,14 @@ impl<'a> Emitter<'_, 'a> {
                     ann.insert(format!("{ROLLOUT_PREFIX}active"), "blue".into());
                 }
             }
-            docs.push(svc(self, &name, sel, ann, false));
+            docs.push(svc(self, &mut labels, &name, sel, ann, false));
             match rollout.map(|r| r.strategy) {
                 Some(RolloutStrategy::BlueGreen) => {
                     let mut sel = selector.clone();
                     sel.insert(LABEL_TRACK.into(), "green".into());
                     docs.push(svc(
                         self,
+                        &mut labels,
                         &derived_name(&name, "preview"),
                         sel,
                         Labels::new(),
@@ -1675,6 +1698,7 @@ impl<'a> Emitter<'_, 'a> {
                     sel.insert(LABEL_TRACK.into(), "stable".into());
                     docs.push(svc(
                         self,
+                        &mut labels,
                         &derived_name(&name, "stable"),
                         sel,
                         Labels::new(),
@@ -1687,6 +1711,7 @@ impl<'a> Emitter<'_, 'a> {
         if stateful {
             docs.push(svc(
                 self,
+                &mut labels,
                 &derived_name(&name, "headless"),
                 selector.clone(),
                 Labels::new(),
@@ -1728,8 +1753,8 @@ impl<'a> Emitter<'_, 'a> {
         }
 
         // Disruption budget.
-        docs.push(doc(&policy::PodDisruptionBudget {
-            metadata: self.meta(&name, labels.clone(), Labels::new()),
+        let object = policy::PodDisruptionBudget {
+            metadata: self.meta(&name, std::mem::take(&mut labels), Labels::new()),
             spec: Some(policy::PodDisruptionBudgetSpec {
                 min_available: Some(IntOrString::Int(min)),
                 selector: Some(selector_of(&selector)),
@@ -1737,7 +1762,8 @@ impl<'a> Emitter<'_, 'a> {
                 ..Default::default()
             }),
             ..Default::default()
-        }));
+        };
+        docs.push(doc_lending(object, &mut labels));
 
         // Autoscaling.
         if let Some(a) = &s.autoscale {
@@ -1823,7 +1849,9 @@ impl<'a> Emitter<'_, 'a> {
                 ports: Some(public_ports),
             });
         }
-        self.policy(&name, "service", rules);
+        // The service's labels, but for its strategy.
+        labels.remove(LABEL_STRATEGY);
+        self.policy(&name, labels, rules);
 
         let secret = if s.secrets.is_empty() {
             String::new()
@@ -2249,7 +2277,8 @@ impl<'a> Emitter<'_, 'a> {
                 ports: Some(vec![tcp_port(NGINX_EXPORTER_PORT)]),
             });
         }
-        self.policy(&name, "balancer", rules);
+        let labels = self.labels(&name, "balancer");
+        self.policy(&name, labels, rules);
         self.file(
             &format!("40-balancer-{name}.yaml"),
             &format!("balancer `{name}` (nginx)"),
