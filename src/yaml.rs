@@ -277,11 +277,52 @@ fn may_stop(w: u64) -> bool {
 /// Write `s` as a YAML scalar: plain when [`plain_ok`], else the
 /// double-quoted form of [`string`] (a JSON string, with the characters
 /// YAML does not allow escaped too), without building it first.
+#[inline]
 fn write_str(out: &mut String, s: &str) {
     if plain_ok(s) {
         out.push_str(s);
-        return;
+    } else {
+        write_quoted(out, s);
     }
+}
+
+/// Write a struct's field name, a `&'static str` the same program writes
+/// over and over: whether it is plain is remembered, by address, in a
+/// small per-thread table.
+#[inline]
+fn write_field_name(out: &mut String, key: &'static str) {
+    const SLOTS: usize = 256;
+    thread_local! {
+        static SEEN: std::cell::RefCell<[(usize, usize); SLOTS]> =
+            const { std::cell::RefCell::new([(0, 0); SLOTS]) };
+    }
+    let at = key.as_ptr() as usize;
+    if at == 0 || key.is_empty() {
+        return write_str(out, key);
+    }
+    // Names are laid out at least a byte apart: the low bits vary most.
+    let slot = (at ^ (at >> 8)) % SLOTS;
+    let plain = SEEN.with_borrow_mut(|seen| {
+        if seen[slot] == (at, key.len()) {
+            return true;
+        }
+        let ok = plain_ok(key);
+        if ok {
+            seen[slot] = (at, key.len());
+        }
+        ok
+    });
+    if plain {
+        out.push_str(key);
+    } else {
+        write_quoted(out, key);
+    }
+}
+
+/// The double-quoted form of [`write_str`].
+#[cold]
+#[inline(never)]
+fn write_quoted(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push('"');
@@ -762,7 +803,7 @@ impl serde::ser::SerializeStruct for MapSer<'_> {
         value: &T,
     ) -> Result<(), Error> {
         self.key(|out| {
-            write_str(out, key);
+            write_field_name(out, key);
             Ok(())
         })?;
         self.value(value)
@@ -949,6 +990,38 @@ fn reference_to_string(v: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Field names are remembered as plain only when they are: names that
+    /// must be quoted stay quoted however often they are written, beside
+    /// plain ones, on every thread.
+    #[test]
+    fn field_names_quoted_every_time_they_need_it() {
+        #[derive(Serialize)]
+        struct Odd {
+            #[serde(rename = "yes")]
+            a: u8,
+            plain: u8,
+            #[serde(rename = "on")]
+            b: u8,
+            #[serde(rename = "a b")]
+            c: u8,
+            #[serde(rename = "")]
+            d: u8,
+        }
+        let want = "\"yes\": 1\nplain: 2\n\"on\": 3\n\"a b\": 4\n\"\": 5\n";
+        let odd = Odd {
+            a: 1,
+            plain: 2,
+            b: 3,
+            c: 4,
+            d: 5,
+        };
+        for _ in 0..3 {
+            assert_eq!(to_string(&odd), want);
+        }
+        let other = std::thread::spawn(move || to_string(&odd));
+        assert_eq!(other.join().expect("no panic"), want);
+    }
 
     #[test]
     fn specials_are_quoted() {
