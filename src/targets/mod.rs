@@ -9,6 +9,7 @@
 pub mod compose;
 pub mod grafana;
 pub mod instances;
+pub mod jsonhash;
 pub mod kubernetes;
 pub mod nginx;
 pub mod prometheus;
@@ -407,11 +408,15 @@ pub const LABEL_CONFIG_HASH: &str = "io.stackc.config-hash";
 pub const LABEL_OWNER: &str = "io.stackc.owner";
 pub const OWNER: &str = "stackc";
 
-/// [`short_hash`] of a value's compact JSON (printed into a buffer the
-/// thread keeps, then hashed in one pass).
+/// [`short_hash`] of a value's compact JSON: hashed as it is printed, or,
+/// for shapes [`jsonhash`] leaves to serde_json, printed into a buffer the
+/// thread keeps, then hashed.
 pub fn hash_json<T: serde::Serialize>(value: &T) -> String {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if let Some(h) = jsonhash::hash(value) {
+        return hex16(h);
     }
     BUF.with_borrow_mut(|buf| {
         buf.clear();
@@ -429,15 +434,7 @@ fn hex16(h: u64) -> String {
         .collect()
 }
 
-/// 64-bit FNV-1a.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
+use jsonhash::fnv1a;
 
 /// A short stable hash (hex) of some text: config hashes in labels, which
 /// tell whether a running container matches its definition. It needs to be
