@@ -359,16 +359,46 @@ fn doc<T: serde::Serialize>(x: &T) -> Doc {
     Doc(crate::yaml::to_string(x))
 }
 
-/// Print `object`, whose metadata holds labels taken from `labels`, and
-/// put them back: a service's objects share one label set, lent to each in
-/// turn rather than cloned for each.
-fn doc_lending<T>(mut object: T, labels: &mut Labels) -> Doc
-where
-    T: serde::Serialize + k8s_openapi::Metadata<Ty = ObjectMeta>,
-{
-    let d = doc(&object);
-    *labels = object.metadata_mut().labels.take().unwrap_or_default();
-    d
+/// The documents of one file, laid out straight into its text after its
+/// header, `---` between them (no copy of each into the file).
+struct Docs {
+    text: String,
+    any: bool,
+}
+
+impl Docs {
+    fn new(header: String, room: usize) -> Self {
+        let mut text = header;
+        text.reserve(room);
+        Docs { text, any: false }
+    }
+
+    fn next(&mut self) {
+        if std::mem::replace(&mut self.any, true) {
+            self.text.push_str("---\n");
+        }
+    }
+
+    fn add<T: serde::Serialize>(&mut self, object: &T) {
+        self.next();
+        crate::yaml::write_doc(&mut self.text, object);
+    }
+
+    fn push(&mut self, d: Doc) {
+        self.next();
+        self.text.push_str(&d.0);
+    }
+
+    /// [`Docs::add`] for an object whose metadata holds labels taken from
+    /// `labels`, which get them back: a service's objects share one label
+    /// set, lent to each in turn rather than cloned for each.
+    fn add_lending<T>(&mut self, mut object: T, labels: &mut Labels)
+    where
+        T: serde::Serialize + k8s_openapi::Metadata<Ty = ObjectMeta>,
+    {
+        self.add(&object);
+        *labels = object.metadata_mut().labels.take().unwrap_or_default();
+    }
 }
 
 /// Append documents separated by `---`.
@@ -659,6 +689,8 @@ struct Emitter<'c, 'a> {
     /// The stack's name as a label value, and as comment text.
     stack_label: String,
     stack_comment: String,
+    /// Room to reserve for a service's file: the last one's size, and some.
+    service_room: usize,
 }
 
 pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
@@ -689,6 +721,7 @@ pub fn emit_to(cx: &mut Ctx, sink: &mut dyn super::Sink) {
         secrets: Vec::new(),
         secret_index: std::collections::HashMap::new(),
         policies: String::new(),
+        service_room: 8 << 10,
     };
     e.run(sink)
 }
@@ -1287,6 +1320,27 @@ impl<'a> Emitter<'_, 'a> {
         let c = &s.cluster;
         let n = int(s.instances());
         let stateful = c.strategy.is_stateful();
+        let secret = if s.secrets.is_empty() {
+            String::new()
+        } else {
+            crate::cat!(
+                "; needs Secret `",
+                derived_name(&crate::cat!(self.stack, "-", name), "secrets"),
+                "` (see 00-namespace.yaml)"
+            )
+        };
+        let what = crate::cat!(
+            "service `",
+            name,
+            "` (",
+            c.strategy.as_str(),
+            ", ",
+            itoa::Buffer::new().format(n),
+            " replica(s))",
+            secret
+        );
+        // Room for about as much as the last service's file took.
+        let mut docs = Docs::new(self.header(&what), self.service_room);
         let mut labels = {
             let mut l = self.labels(&name, "service");
             l.insert(LABEL_STRATEGY.into(), c.strategy.as_str().into());
@@ -1317,8 +1371,6 @@ impl<'a> Emitter<'_, 'a> {
             );
         }
 
-        let mut docs = Vec::new();
-
         // Configuration.
         let mut data = BTreeMap::new();
         for e in &s.env {
@@ -1335,7 +1387,7 @@ impl<'a> Emitter<'_, 'a> {
                 data: Some(data),
                 ..Default::default()
             };
-            docs.push(doc_lending(object, &mut labels));
+            docs.add_lending(object, &mut labels);
         }
 
         // The container.
@@ -1587,7 +1639,7 @@ impl<'a> Emitter<'_, 'a> {
                         ..Default::default()
                     })
                     .collect();
-                docs.push(doc(&apps::StatefulSet {
+                docs.add(&apps::StatefulSet {
                     metadata: meta,
                     spec: Some(apps::StatefulSetSpec {
                         replicas: Some(w.replicas),
@@ -1606,7 +1658,7 @@ impl<'a> Emitter<'_, 'a> {
                         ..Default::default()
                     }),
                     ..Default::default()
-                }));
+                });
             } else {
                 let strategy = if mode == VolumeMode::Claim && !s.volumes.is_empty() {
                     apps::DeploymentStrategy {
@@ -1622,7 +1674,7 @@ impl<'a> Emitter<'_, 'a> {
                         }),
                     }
                 };
-                docs.push(doc(&apps::Deployment {
+                docs.add(&apps::Deployment {
                     metadata: meta,
                     spec: Some(apps::DeploymentSpec {
                         replicas: Some(w.replicas),
@@ -1632,7 +1684,7 @@ impl<'a> Emitter<'_, 'a> {
                         ..Default::default()
                     }),
                     ..Default::default()
-                }));
+                });
             }
         }
 
@@ -1650,6 +1702,7 @@ impl<'a> Emitter<'_, 'a> {
             })
             .collect();
         let svc = |e: &Self,
+                   docs: &mut Docs,
                    labels: &mut Labels,
                    svc_name: &str,
                    sel: Labels,
@@ -1667,7 +1720,7 @@ impl<'a> Emitter<'_, 'a> {
                 }),
                 ..Default::default()
             };
-            doc_lending(object, labels)
+            docs.add_lending(object, labels)
         };
         if !s.ports.is_empty() {
             let mut sel = selector.clone();
@@ -1679,44 +1732,47 @@ impl<'a> Emitter<'_, 'a> {
                     ann.insert(format!("{ROLLOUT_PREFIX}active"), "blue".into());
                 }
             }
-            docs.push(svc(self, &mut labels, &name, sel, ann, false));
+            svc(self, &mut docs, &mut labels, &name, sel, ann, false);
             match rollout.map(|r| r.strategy) {
                 Some(RolloutStrategy::BlueGreen) => {
                     let mut sel = selector.clone();
                     sel.insert(LABEL_TRACK.into(), "green".into());
-                    docs.push(svc(
+                    svc(
                         self,
+                        &mut docs,
                         &mut labels,
                         &derived_name(&name, "preview"),
                         sel,
                         Labels::new(),
                         false,
-                    ));
+                    );
                 }
                 Some(RolloutStrategy::Canary) => {
                     let mut sel = selector.clone();
                     sel.insert(LABEL_TRACK.into(), "stable".into());
-                    docs.push(svc(
+                    svc(
                         self,
+                        &mut docs,
                         &mut labels,
                         &derived_name(&name, "stable"),
                         sel,
                         Labels::new(),
                         false,
-                    ));
+                    );
                 }
                 None => {}
             }
         }
         if stateful {
-            docs.push(svc(
+            svc(
                 self,
+                &mut docs,
                 &mut labels,
                 &derived_name(&name, "headless"),
                 selector.clone(),
                 Labels::new(),
                 true,
-            ));
+            );
         }
         let public: Vec<core::ServicePort> = s
             .ports
@@ -1736,7 +1792,7 @@ impl<'a> Emitter<'_, 'a> {
             if rollout.is_some_and(|r| r.strategy == RolloutStrategy::BlueGreen) {
                 sel.insert(LABEL_TRACK.into(), "blue".into());
             }
-            docs.push(doc(&core::Service {
+            docs.add(&core::Service {
                 metadata: self.meta(
                     &derived_name(&name, "public"),
                     labels.clone(),
@@ -1749,7 +1805,7 @@ impl<'a> Emitter<'_, 'a> {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }));
+            });
         }
 
         // Disruption budget.
@@ -1763,7 +1819,7 @@ impl<'a> Emitter<'_, 'a> {
             }),
             ..Default::default()
         };
-        docs.push(doc_lending(object, &mut labels));
+        docs.add_lending(object, &mut labels);
 
         // Autoscaling.
         if let Some(a) = &s.autoscale {
@@ -1853,26 +1909,8 @@ impl<'a> Emitter<'_, 'a> {
         labels.remove(LABEL_STRATEGY);
         self.policy(&name, labels, rules);
 
-        let secret = if s.secrets.is_empty() {
-            String::new()
-        } else {
-            crate::cat!(
-                "; needs Secret `",
-                derived_name(&crate::cat!(self.stack, "-", name), "secrets"),
-                "` (see 00-namespace.yaml)"
-            )
-        };
-        let what = crate::cat!(
-            "service `",
-            name,
-            "` (",
-            c.strategy.as_str(),
-            ", ",
-            itoa::Buffer::new().format(n),
-            " replica(s))",
-            secret
-        );
-        self.file(&crate::cat!("30-service-", name, ".yaml"), &what, &docs)
+        self.service_room = docs.text.len() + 512;
+        Artifact::new(crate::cat!(DIR, "/30-service-", name, ".yaml"), docs.text)
     }
 
     fn rollout_checks(&mut self, s: &Service, r: &Rollout) {
