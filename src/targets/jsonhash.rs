@@ -128,6 +128,41 @@ impl Compound<'_> {
     }
 }
 
+/// Enum variants that carry data: left to serde_json.
+macro_rules! refuse_variants {
+    () => {
+        fn serialize_newtype_variant<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: &T,
+        ) -> Res {
+            Err(Unsupported)
+        }
+
+        fn serialize_tuple_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeTupleVariant, Unsupported> {
+            Err(Unsupported)
+        }
+
+        fn serialize_struct_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeStructVariant, Unsupported> {
+            Err(Unsupported)
+        }
+    };
+}
+
 macro_rules! ints {
     ($($f:ident: $t:ty),*) => {$(
         fn $f(self, v: $t) -> Res {
@@ -147,6 +182,8 @@ impl<'h> ser::Serializer for Json<'h> {
     type SerializeMap = Compound<'h>;
     type SerializeStruct = Compound<'h>;
     type SerializeStructVariant = Impossible<(), Unsupported>;
+
+    refuse_variants!();
 
     fn serialize_bool(self, v: bool) -> Res {
         self.0.bytes(if v { b"true" } else { b"false" });
@@ -204,16 +241,6 @@ impl<'h> ser::Serializer for Json<'h> {
         value.serialize(self)
     }
 
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Res {
-        Err(Unsupported)
-    }
-
     fn serialize_seq(self, _: Option<usize>) -> Result<Compound<'h>, Unsupported> {
         self.0.bytes(b"[");
         Ok(Compound {
@@ -234,16 +261,6 @@ impl<'h> ser::Serializer for Json<'h> {
         self.serialize_seq(Some(len))
     }
 
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, Unsupported> {
-        Err(Unsupported)
-    }
-
     fn serialize_map(self, _: Option<usize>) -> Result<Compound<'h>, Unsupported> {
         self.0.bytes(b"{");
         Ok(Compound {
@@ -254,16 +271,6 @@ impl<'h> ser::Serializer for Json<'h> {
 
     fn serialize_struct(self, _: &'static str, len: usize) -> Result<Compound<'h>, Unsupported> {
         self.serialize_map(Some(len))
-    }
-
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, Unsupported> {
-        Err(Unsupported)
     }
 }
 
@@ -280,27 +287,23 @@ impl ser::SerializeSeq for Compound<'_> {
     }
 }
 
-impl ser::SerializeTuple for Compound<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Res {
-        ser::SerializeSeq::serialize_element(self, value)
-    }
-    fn end(self) -> Res {
-        ser::SerializeSeq::end(self)
-    }
+/// Tuples are arrays, as sequences are.
+macro_rules! like_seq {
+    ($($tr:ident: $f:ident),*) => {$(
+        impl ser::$tr for Compound<'_> {
+            type Ok = ();
+            type Error = Unsupported;
+            fn $f<T: Serialize + ?Sized>(&mut self, value: &T) -> Res {
+                ser::SerializeSeq::serialize_element(self, value)
+            }
+            fn end(self) -> Res {
+                ser::SerializeSeq::end(self)
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTupleStruct for Compound<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Res {
-        ser::SerializeSeq::serialize_element(self, value)
-    }
-    fn end(self) -> Res {
-        ser::SerializeSeq::end(self)
-    }
-}
+like_seq!(SerializeTuple: serialize_element, SerializeTupleStruct: serialize_field);
 
 impl ser::SerializeMap for Compound<'_> {
     type Ok = ();
@@ -356,6 +359,8 @@ impl ser::Serializer for Key<'_> {
     type SerializeStruct = Impossible<(), Unsupported>;
     type SerializeStructVariant = Impossible<(), Unsupported>;
 
+    refuse_variants!();
+
     fn serialize_str(self, v: &str) -> Res {
         self.0.string(v);
         Ok(())
@@ -387,16 +392,6 @@ impl ser::Serializer for Key<'_> {
         Err(Unsupported)
     }
 
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Res {
-        Err(Unsupported)
-    }
-
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Unsupported> {
         Err(Unsupported)
     }
@@ -413,16 +408,6 @@ impl ser::Serializer for Key<'_> {
         Err(Unsupported)
     }
 
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, Unsupported> {
-        Err(Unsupported)
-    }
-
     fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Unsupported> {
         Err(Unsupported)
     }
@@ -432,16 +417,6 @@ impl ser::Serializer for Key<'_> {
         _: &'static str,
         _: usize,
     ) -> Result<Self::SerializeStruct, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, Unsupported> {
         Err(Unsupported)
     }
 }
