@@ -7,8 +7,6 @@ mod render;
 
 pub use render::{to_dot, to_json, to_mermaid, to_text};
 
-use std::collections::HashMap;
-
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
@@ -62,7 +60,7 @@ pub struct Graph {
     pub critical_path: Vec<usize>,
     pub critical_secs: f64,
     /// Component name -> index (first declaration wins).
-    pub by_name: HashMap<String, usize>,
+    pub by_name: crate::Map<String, usize>,
     /// Per component, the indices of the edges that point at it.
     pub incoming: Vec<Vec<usize>>,
 }
@@ -136,7 +134,8 @@ pub fn resolve(t: &Topology, check_phases: bool) -> (Option<Graph>, Diagnostics)
     }
     // The first declaration of a name wins; a clash is reported by
     // validation, and must not turn a route into a self-edge here.
-    let mut by_name: HashMap<&str, usize> = HashMap::with_capacity(components.len());
+    let mut by_name: crate::Map<&str, usize> =
+        crate::Map::with_capacity_and_hasher(components.len(), Default::default());
     for (i, c) in components.iter().enumerate() {
         by_name.entry(c.name.as_str()).or_insert(i);
     }
@@ -203,7 +202,7 @@ pub fn resolve(t: &Topology, check_phases: bool) -> (Option<Graph>, Diagnostics)
         None => (phases::derived(&components, &edges, &order), false),
     };
     let (critical_path, critical_secs) = critical_path(&components, &edges, &order);
-    let owned_names: HashMap<String, usize> =
+    let owned_names: crate::Map<String, usize> =
         by_name.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let mut incoming = vec![Vec::new(); components.len()];
     for (i, e) in edges.iter().enumerate() {

@@ -536,7 +536,7 @@ impl<'s> Services<'s> {
 #[derive(Default)]
 struct Entries {
     texts: Vec<String>,
-    index: std::collections::HashMap<String, usize>,
+    index: crate::Map<String, usize>,
 }
 
 impl Entries {

@@ -14,7 +14,6 @@
 //! monitoring; then, for services with a rollout policy, one more set for
 //! the version being rolled out.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use crate::model::{Strategy, Topology};
@@ -64,9 +63,9 @@ pub struct Plan {
     /// Balancer instances, per balancer.
     pub balancers: Vec<Vec<Instance>>,
     /// Monitoring components by name (`prometheus`, `grafana`, exporters).
-    pub monitoring: HashMap<String, Instance>,
+    pub monitoring: crate::Map<String, Instance>,
     /// Service name -> index in `Topology::services`.
-    pub by_name: HashMap<String, usize>,
+    pub by_name: crate::Map<String, usize>,
 }
 
 /// Whether a service runs one instance named like itself (else members
@@ -97,7 +96,7 @@ fn roles(strategy: Strategy, ordinal: u32) -> Role {
 
 /// Hands out addresses of one tier in order.
 struct Pool {
-    next: HashMap<String, u64>,
+    next: crate::Map<String, u64>,
 }
 
 impl Pool {
@@ -118,7 +117,7 @@ impl Pool {
 impl Plan {
     pub fn new(t: &Topology) -> Plan {
         let mut pool = Pool {
-            next: HashMap::new(),
+            next: crate::Map::default(),
         };
         let mut plan = Plan::default();
         for (i, s) in t.services.iter().enumerate() {

@@ -682,7 +682,7 @@ struct Emitter<'c, 'a> {
     claims: BTreeMap<String, Claim>,
     secrets: Vec<SecretNote>,
     /// Where each Secret's note is in `secrets`, by name.
-    secret_index: std::collections::HashMap<String, usize>,
+    secret_index: crate::Map<String, usize>,
     /// The network policies file, as its documents are laid out (the
     /// header and the default deny first).
     policies: String,
@@ -719,7 +719,7 @@ pub fn emit_to(cx: &mut Ctx, sink: &mut dyn super::Sink) {
         isolation,
         claims: BTreeMap::new(),
         secrets: Vec::new(),
-        secret_index: std::collections::HashMap::new(),
+        secret_index: crate::Map::default(),
         policies: String::new(),
         service_room: 8 << 10,
     };

@@ -216,10 +216,11 @@ fn scrape_config(cx: &Ctx, sink: &mut dyn Sink) {
 #[derive(Serialize)]
 struct Series {
     series: String,
-    values: String,
+    /// Mostly one of a few fixed texts (`1x30`, `0x30`).
+    values: std::borrow::Cow<'static, str>,
 }
 
-fn series(s: impl Into<String>, v: impl Into<String>) -> Series {
+fn series(s: impl Into<String>, v: impl Into<std::borrow::Cow<'static, str>>) -> Series {
     Series {
         series: s.into(),
         values: v.into(),
@@ -602,7 +603,7 @@ fn balancer_alerts(cx: &Ctx, b: &Balancer, out: &mut Vec<Alert>) {
 
 /// Name alerts with the same name (one per balancer route) apart, so
 /// names stay unique within the file: `seen` holds the names so far.
-fn rename(seen: &mut std::collections::HashSet<String>, a: &mut Alert) {
+fn rename(seen: &mut crate::Set<String>, a: &mut Alert) {
     if !seen.insert(a.name.clone()) {
         let svc = a
             .labels
@@ -619,7 +620,7 @@ fn rename(seen: &mut std::collections::HashSet<String>, a: &mut Alert) {
 /// a time, never all held.
 fn each_alert(cx: &Ctx, f: &mut dyn FnMut(&Alert)) {
     let t = cx.topology;
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = crate::Set::default();
     let mut alerts = Vec::new();
     let mut drain = |alerts: &mut Vec<Alert>| {
         for mut a in alerts.drain(..) {

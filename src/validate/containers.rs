@@ -14,7 +14,6 @@
 //! generated compose file, and traffic meant for one reaches the other.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::*;
@@ -28,7 +27,7 @@ use crate::targets::instances::{member_name, named_like_service, next_name};
 type Origin<'t> = (Box<dyn Fn() -> String + 't>, Span);
 
 struct Taken<'t, 'o> {
-    by: HashMap<Cow<'t, str>, Origin<'t>>,
+    by: crate::Map<Cow<'t, str>, Origin<'t>>,
     out: &'o mut Diagnostics,
 }
 
@@ -53,7 +52,10 @@ impl<'t> Taken<'t, '_> {
 
 pub fn check(t: &Topology, out: &mut Diagnostics) {
     let mut taken = Taken {
-        by: HashMap::with_capacity(t.services.len() + t.balancers.len()),
+        by: crate::Map::with_capacity_and_hasher(
+            t.services.len() + t.balancers.len(),
+            Default::default(),
+        ),
         out,
     };
     // The components' own names first: a clash between two of them is

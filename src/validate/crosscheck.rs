@@ -12,8 +12,6 @@
 //! Each artifact is valid on its own; these mismatches only show at run
 //! time, as a route to a closed port or an alert that never fires.
 
-use std::collections::HashSet;
-
 use crate::diag::{Code, Diagnostic, Diagnostics, did_you_mean};
 use crate::model::*;
 use crate::source::Span;
@@ -99,13 +97,13 @@ fn matchers(expr: &str) -> Vec<(String, String, usize)> {
 }
 
 pub fn check(t: &Topology, out: &mut Diagnostics) {
-    let by_name: std::collections::HashMap<&str, &Service> = t
+    let by_name: crate::Map<&str, &Service> = t
         .services
         .iter()
         .map(|s| (s.name.value.as_str(), s))
         .collect();
     for b in &t.balancers {
-        let mut seen = HashSet::new();
+        let mut seen = crate::Set::default();
         for r in &b.routes {
             let Some(s) = by_name.get(r.to.value.as_str()) else {
                 continue;

@@ -18,8 +18,7 @@ fn unique<'a>(
     hint: &str,
     out: &mut Diagnostics,
 ) {
-    let mut seen: std::collections::HashMap<&str, &Spanned<String>> =
-        std::collections::HashMap::new();
+    let mut seen: crate::Map<&str, &Spanned<String>> = crate::Map::default();
     for n in items {
         if let Some(first) = seen.get(n.value.as_str()) {
             out.push(

@@ -8,14 +8,12 @@
 //! allocated", in the middle of an apply; a probe on an undeclared port
 //! never succeeds.
 
-use std::collections::HashMap;
-
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::*;
 use crate::source::Span;
 
 pub fn check(t: &Topology, out: &mut Diagnostics) {
-    let mut used: HashMap<(u16, Protocol), (Span, String)> = HashMap::new();
+    let mut used: crate::Map<(u16, Protocol), (Span, String)> = crate::Map::default();
     let mut claim =
         |port: u16, proto: Protocol, span: Span, owner: String, out: &mut Diagnostics| {
             if let Some((first, who)) = used.get(&(port, proto)) {

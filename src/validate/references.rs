@@ -28,8 +28,8 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
     let components = super::component_names(t);
     // Sets for lookups (topologies may have thousands of services); the
     // lists stay for suggestions.
-    let service_set: std::collections::HashSet<&str> = services.iter().copied().collect();
-    let component_set: std::collections::HashSet<&str> = components.iter().copied().collect();
+    let service_set: crate::Set<&str> = services.iter().copied().collect();
+    let component_set: crate::Set<&str> = components.iter().copied().collect();
     let tiers: Vec<&str> = t
         .network
         .iter()

@@ -68,7 +68,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
         }
     }
 
-    let by_name: std::collections::HashMap<&str, &Service> = t
+    let by_name: crate::Map<&str, &Service> = t
         .services
         .iter()
         .map(|s| (s.name.value.as_str(), s))
