@@ -16,19 +16,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::targets::Artifact;
+use crate::targets::{Artifact, hex};
 
 pub const MANIFEST: &str = "MANIFEST";
-
-fn hex(digest: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(digest.len() * 2);
-    for b in digest {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0xf)] as char);
-    }
-    out
-}
 
 /// BLAKE3, several times faster than SHA-256 on one core: a build of
 /// 10,000 services hashes some 200 MB.

@@ -425,13 +425,20 @@ pub fn hash_json<T: serde::Serialize>(value: &T) -> String {
     })
 }
 
+/// Bytes as lowercase hex digits, two a byte.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
+}
+
 /// `h` as 16 lowercase hex digits (what `{:016x}` prints).
 fn hex16(h: u64) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    (0..16)
-        .rev()
-        .map(|i| char::from(HEX[(h >> (i * 4)) as usize & 0xf]))
-        .collect()
+    hex(&h.to_be_bytes())
 }
 
 use jsonhash::fnv1a;

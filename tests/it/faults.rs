@@ -27,10 +27,6 @@ const MAIN_SOCKET: &str = "/var/run/docker.sock";
 
 static IMAGES: Once = Once::new();
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
 /// The machine's engine answers and the stand-in images exist.
 fn engine() {
     let ok = Command::new("docker")
@@ -795,7 +791,7 @@ impl PrivateEngine {
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
         if !(dockerd && root) {
             assert!(
-                !in_ci(),
+                !crate::support::in_ci(),
                 "a private engine needs `dockerd` and root (dockerd found: {dockerd}, root: {root}); `.ci/run` installs docker.io"
             );
             eprintln!("skipped: a private engine needs `dockerd` and root");

@@ -55,3 +55,9 @@ macro_rules! snapshot {
         })
     };
 }
+
+/// Whether this runs in CI (`CI` set, and not to `false` or `0`): there, a
+/// test whose component is missing fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
