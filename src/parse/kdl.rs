@@ -21,7 +21,7 @@
 
 use std::fmt;
 
-use crate::parse::tree::{Entry, Ident, Node, Value};
+use crate::parse::tree::{Entry, Ident, Node, Text, Value};
 use crate::source::{FileId, Span};
 
 /// Children blocks may nest this many levels deep; one more is an error.
@@ -51,6 +51,19 @@ impl std::error::Error for SyntaxError {}
 
 /// Parses a whole KDL 2.0 document into its top-level nodes.
 pub fn parse(text: &str, file: FileId) -> Result<Vec<Node>, SyntaxError> {
+    parse_each(text, file, &|_| None::<()>).map(|(nodes, _)| nodes)
+}
+
+/// As [`parse`], handing each top-level node to `each` as soon as it is
+/// read, on the thread that read it (it may change the node); what `each`
+/// returns is kept in the second vector, in the order of the nodes. `each`
+/// may see a node more than once (when a split read is redone whole): it
+/// must depend on the node alone.
+pub fn parse_each<T: Send>(
+    text: &str,
+    file: FileId,
+    each: &(dyn Fn(&mut Node) -> Option<T> + Sync),
+) -> Result<(Vec<Node>, Vec<Option<T>>), SyntaxError> {
     // Spans store u32 offsets; a larger document could not be pointed into.
     if text.len() > u32::MAX as usize {
         return Err(SyntaxError {
@@ -61,11 +74,14 @@ pub fn parse(text: &str, file: FileId) -> Result<Vec<Node>, SyntaxError> {
     }
     if text.len() >= SPLIT_FROM
         && let Some(at) = split_point(text)
-        && let Some(nodes) = parse_halves(text, file, at)
+        && let Some(read) = parse_halves(text, file, at, each)
     {
-        return Ok(nodes);
+        return Ok(read);
     }
-    Parser::new(text, 0, file).document()
+    let mut kept = Vec::new();
+    let mut keep = |n: &mut Node| kept.push(each(n));
+    let nodes = Parser::new(text, 0, file).on_top(&mut keep).document()?;
+    Ok((nodes, kept))
 }
 
 /// Documents from this size on are read as two halves at once.
@@ -100,22 +116,38 @@ fn split_point(text: &str) -> Option<usize> {
 /// same state, with the same nodes behind it, and goes on exactly as the
 /// second half's parser does from there. Any error, in either half, and
 /// the whole is read again in one pass, for the one-pass error.
-fn parse_halves(text: &str, file: FileId, at: usize) -> Option<Vec<Node>> {
+fn parse_halves<T: Send>(
+    text: &str,
+    file: FileId,
+    at: usize,
+    each: &(dyn Fn(&mut Node) -> Option<T> + Sync),
+) -> Option<(Vec<Node>, Vec<Option<T>>)> {
     let (first, second) = std::thread::scope(|scope| {
         let second = scope.spawn(|| {
-            let mut p = Parser::new(text, at, file);
-            p.nodes(0, None).map(|nodes| (nodes, p.items))
+            let mut kept = Vec::new();
+            let mut keep = |n: &mut Node| kept.push(each(n));
+            let mut p = Parser::new(text, at, file).on_top(&mut keep);
+            let read = p.nodes(0, None).map(|nodes| (nodes, p.items));
+            drop(p);
+            read.map(|(nodes, items)| (nodes, kept, items))
         });
-        let mut p = Parser::new(&text[..at], 0, file);
-        let first = p.document().map(|nodes| (nodes, p.items));
-        (first, second.join())
+        let mut kept = Vec::new();
+        let mut keep = |n: &mut Node| kept.push(each(n));
+        let mut p = Parser::new(&text[..at], 0, file).on_top(&mut keep);
+        let read = p.document().map(|nodes| (nodes, p.items));
+        drop(p);
+        (
+            read.map(|(nodes, items)| (nodes, kept, items)),
+            second.join(),
+        )
     });
-    let ((mut nodes, a), (rest, b)) = (first.ok()?, second.ok()?.ok()?);
+    let ((mut nodes, mut kept, a), (rest, rest_kept, b)) = (first.ok()?, second.ok()?.ok()?);
     if a + b > MAX_ITEMS {
         return None;
     }
     nodes.extend(rest);
-    Some(nodes)
+    kept.extend(rest_kept);
+    Some((nodes, kept))
 }
 
 type PResult<T> = Result<T, SyntaxError>;
@@ -154,6 +186,8 @@ struct Parser<'a> {
     entry_stack: Vec<Entry>,
     /// Nodes and entries read so far, against [`MAX_ITEMS`].
     items: usize,
+    /// Called with each top-level node once it is read.
+    top: Option<&'a mut dyn FnMut(&mut Node)>,
 }
 
 impl<'a> Parser<'a> {
@@ -168,7 +202,14 @@ impl<'a> Parser<'a> {
             node_stack: Vec::new(),
             entry_stack: Vec::new(),
             items: 0,
+            top: None,
         }
+    }
+
+    /// The same parser, calling `top` with each top-level node it reads.
+    fn on_top(mut self, top: &'a mut dyn FnMut(&mut Node)) -> Self {
+        self.top = Some(top);
+        self
     }
 
     fn document(&mut self) -> PResult<Vec<Node>> {
@@ -422,7 +463,12 @@ impl<'a> Parser<'a> {
                     self.base_node(depth)?;
                 }
                 Some(_) => {
-                    let node = self.base_node(depth)?;
+                    let mut node = self.base_node(depth)?;
+                    if depth == 0
+                        && let Some(top) = self.top.as_mut()
+                    {
+                        top(&mut node);
+                    }
                     self.node_stack.push(node);
                 }
             }
@@ -723,7 +769,7 @@ impl<'a> Parser<'a> {
         let (value, kind) = match b {
             b'"' => (Value::String(self.quoted_string()?), "string"),
             b'#' => match self.peek_at(1) {
-                Some(b'"' | b'#') => (Value::String(self.raw_string()?), "string"),
+                Some(b'"' | b'#') => (Value::String(self.raw_string()?.into()), "string"),
                 _ => (self.keyword()?, "keyword"),
             },
             b'0'..=b'9' => (self.number()?, "number"),
@@ -776,7 +822,7 @@ impl<'a> Parser<'a> {
     }
 
     /// An identifier string (bare word).
-    fn identifier(&mut self, context: &str) -> PResult<String> {
+    fn identifier(&mut self, context: &str) -> PResult<Text> {
         let start = self.pos;
         while let Some(&b) = self.bytes.get(self.pos) {
             if b < 0x80 {
@@ -818,7 +864,7 @@ impl<'a> Parser<'a> {
                 ),
             );
         }
-        Ok(word.to_owned())
+        Ok(word.into())
     }
 
     /// `#true`, `#false`, `#null`, `#inf`, `#-inf`, `#nan`.
@@ -1008,10 +1054,10 @@ impl<'a> Parser<'a> {
     // ----- strings ----------------------------------------------------------
 
     /// `"..."` with escapes, or a `"""` multi-line string.
-    fn quoted_string(&mut self) -> PResult<String> {
+    fn quoted_string(&mut self) -> PResult<Text> {
         let open = self.pos;
         if self.bytes[open..].starts_with(b"\"\"\"") {
-            return self.multiline_string();
+            return self.multiline_string().map(Text::from);
         }
         self.pos += 1;
         let mut out = String::new();
@@ -1026,9 +1072,14 @@ impl<'a> Parser<'a> {
             };
             match b {
                 b'"' => {
-                    out.push_str(&self.text[segment..self.pos]);
+                    let rest = &self.text[segment..self.pos];
                     self.pos += 1;
-                    return Ok(out);
+                    // Without escapes (nearly always), the text is the source's.
+                    if out.is_empty() {
+                        return Ok(Text::from(rest));
+                    }
+                    out.push_str(rest);
+                    return Ok(Text::from(out));
                 }
                 b'\\' => {
                     out.push_str(&self.text[segment..self.pos]);
@@ -1606,7 +1657,7 @@ mod tests {
     fn string_arg(text: &str) -> String {
         let nodes = p(text);
         match &nodes[0].entries[0].value {
-            Value::String(s) => s.clone(),
+            Value::String(s) => s.to_string(),
             other => panic!("{text:?}: expected a string, got {other:?}"),
         }
     }
@@ -2141,7 +2192,7 @@ mod tests {
         let nodes = p("a k=1 x k=2 k=3");
         let props: Vec<(String, Value)> = nodes[0]
             .props()
-            .map(|e| (e.name.as_ref().unwrap().value.clone(), e.value.clone()))
+            .map(|e| (e.name.as_ref().unwrap().value.to_string(), e.value.clone()))
             .collect();
         assert_eq!(
             props,
@@ -2864,7 +2915,7 @@ mod tests {
 
         fn expected_value(v: &GVal) -> Value {
             match v {
-                GVal::Str(s) => Value::String(s.value.clone()),
+                GVal::Str(s) => Value::String(s.value.as_str().into()),
                 GVal::Int(i, _) => Value::Integer(*i),
                 GVal::Float(f, _) => Value::Float(*f),
                 GVal::Bool(b) => Value::Bool(*b),
@@ -2878,7 +2929,7 @@ mod tests {
         /// The tree a correct parser must produce (spans left empty).
         pub fn expected(nodes: &[GNode]) -> Vec<Node> {
             let ident = |s: &GStr| Ident {
-                value: s.value.clone(),
+                value: s.value.as_str().into(),
                 span: Span::default(),
             };
             nodes
@@ -3056,7 +3107,7 @@ mod tests {
             let text = generated::render(&model);
             let want = one_pass(&text);
             for at in split_candidates(&text) {
-                if let Some(nodes) = parse_halves(&text, F, at) {
+                if let Some(nodes) = halves(&text, F, at) {
                     // Debug text, not `==`: a `#nan` is not equal to itself.
                     proptest::prop_assert_eq!(format!("{:?}", Ok::<_, SyntaxError>(nodes)), format!("{want:?}"), "halves at {} of {:?}", at, text);
                 }
@@ -3073,6 +3124,43 @@ mod tests {
     /// One pass over the whole of `text`: what [`parse`] must always give.
     fn one_pass(text: &str) -> Result<Vec<Node>, SyntaxError> {
         Parser::new(text, 0, F).document()
+    }
+
+    /// [`parse_halves`] without a hook.
+    fn halves(text: &str, file: FileId, at: usize) -> Option<Vec<Node>> {
+        parse_halves(text, file, at, &|_| None::<()>).map(|(nodes, _)| nodes)
+    }
+
+    /// `parse_each` hands over every top-level node once, in order, and
+    /// never a child or a slashdashed node; what it does to a node stays;
+    /// in one pass as in halves.
+    #[test]
+    fn each_top_level_node_is_handed_over_once_in_order() {
+        // Names each node by its first argument and empties its children.
+        let each = |n: &mut Node| {
+            n.children = None;
+            n.first_string_arg().map(str::to_string)
+        };
+        let small = "a \"1\" { b \"x\" }\n/-c \"2\"\nd { e \"y\"; f \"z\" }\ng \"3\"\n";
+        let (nodes, kept) = parse_each(small, F, &each).expect("valid");
+        assert_eq!(kept, [Some("1".to_string()), None, Some("3".to_string())]);
+        assert_eq!(nodes.len(), 3);
+        assert!(nodes.iter().all(|n| n.children.is_none()));
+
+        let mut text = String::new();
+        let mut i = 0;
+        while text.len() < SPLIT_FROM + 4096 {
+            text.push_str(&format!(
+                "service \"svc-{i}\" {{\n    image \"x:{i}\"\n}}\n"
+            ));
+            i += 1;
+        }
+        assert!(halves(&text, F, split_point(&text).expect("a split")).is_some());
+        let (nodes, kept) = parse_each(&text, F, &each).expect("valid");
+        assert_eq!(nodes.len(), i);
+        let want: Vec<Option<String>> = (0..i).map(|k| Some(format!("svc-{k}"))).collect();
+        assert_eq!(kept, want);
+        assert!(nodes.iter().all(|n| n.children.is_none()));
     }
 
     /// Every place [`split_point`] could pick: after a line that is only
@@ -3105,7 +3193,7 @@ mod tests {
             let candidates = split_candidates(text);
             assert!(!candidates.is_empty(), "no split candidate in {text:?}");
             for at in candidates {
-                if let Some(nodes) = parse_halves(text, F, at) {
+                if let Some(nodes) = halves(text, F, at) {
                     assert_eq!(Ok(nodes), want, "halves at {at} of {text:?}");
                 }
             }
@@ -3128,7 +3216,7 @@ mod tests {
             i += 1;
         }
         let at = split_point(&text).expect("a split point");
-        let halves = parse_halves(&text, F, at).expect("the halves read cleanly");
+        let halves = halves(&text, F, at).expect("the halves read cleanly");
         let want = one_pass(&text).expect("valid");
         assert_eq!(halves.len(), i);
         assert_eq!(halves, want);
@@ -3159,7 +3247,7 @@ mod tests {
             items += 11;
         }
         let at = split_point(&text).expect("a split point");
-        assert!(parse_halves(&text, F, at).is_none());
+        assert!(halves(&text, F, at).is_none());
         let e = parse(&text, F).expect_err("too large");
         assert!(e.too_large);
         assert_eq!(Err(e), one_pass(&text));

@@ -334,14 +334,14 @@ fn trim_space_end(text: &str, start: usize, end: usize) -> usize {
 fn ident(id: &KdlIdentifier, file: FileId) -> Ident {
     let span = id.span();
     Ident {
-        value: id.value().to_owned(),
+        value: id.value().into(),
         span: Span::new(file, span.offset(), span.offset() + span.len()),
     }
 }
 
 fn convert_value(value: &KdlValue) -> Value {
     match value {
-        KdlValue::String(s) => Value::String(s.clone()),
+        KdlValue::String(s) => Value::String(s.as_str().into()),
         KdlValue::Integer(i) => Value::Integer(*i),
         KdlValue::Float(f) => Value::Float(*f),
         KdlValue::Bool(b) => Value::Bool(*b),

@@ -89,9 +89,22 @@ fn finish(
             diags,
         };
     }
-    let nodes = parse_file(file, &text, &mut diags);
+    // A document without imports or overrides is decoded as it is read:
+    // each service as soon as its node is complete, by the thread that read
+    // it, so the tree of a large topology is never held whole.
+    let eager = !mentions(&text, "import") && !mentions(&text, "override");
+    let mut read = read_tree(file, &text, &mut diags, eager);
+    // Only a name written with escapes can hide one of the two words.
+    if eager
+        && read
+            .as_ref()
+            .is_some_and(|(nodes, _)| imports_or_overrides(nodes))
+    {
+        // (The first read succeeded, so it reported nothing.)
+        read = read_tree(file, &text, &mut diags, false);
+    }
     crate::timing::mark("kdl");
-    let Some(nodes) = nodes else {
+    let Some((nodes, decoded)) = read else {
         return Loaded {
             sources,
             topology: None,
@@ -121,7 +134,7 @@ fn finish(
     let mut merged = ctx.expand_imports(nodes, &base, 0);
     apply_overrides(&mut merged, env, &mut diags);
     crate::timing::mark("imports and overrides");
-    let topology = decode::decode(&mut merged, env, &mut diags);
+    let topology = decode::decode(&mut merged, decoded, env, &mut diags);
     crate::timing::mark("decode");
     // Freeing a large tree takes milliseconds the checks need not wait for.
     if merged.len() >= LARGE_TREE {
@@ -132,6 +145,21 @@ fn finish(
         topology,
         diags,
     }
+}
+
+/// Whether `word` appears anywhere in `text`.
+fn mentions(text: &str, word: &str) -> bool {
+    memchr::memmem::find(text.as_bytes(), word.as_bytes()).is_some()
+}
+
+/// Whether `nodes` has an import or an override (at the top, or in an
+/// environment): nodes that change the tree before it is decoded.
+fn imports_or_overrides(nodes: &[Node]) -> bool {
+    nodes.iter().any(|n| match n.name.value.as_str() {
+        "import" | "override" => true,
+        "env" => n.children().iter().any(|c| c.name.value == "override"),
+        _ => false,
+    })
 }
 
 fn canonical(p: &Path) -> PathBuf {
@@ -224,8 +252,24 @@ fn io_reason(e: &std::io::Error) -> String {
 /// `kdl` crate's diagnostics are shown, and should the two ever disagree the
 /// `kdl` crate's tree is used, so no valid document is refused.
 fn parse_file(file: FileId, text: &str, diags: &mut Diagnostics) -> Option<Vec<Node>> {
-    let ours = match kdl::parse(text, file) {
-        Ok(nodes) => return Some(nodes),
+    read_tree(file, text, diags, false).map(|(nodes, _)| nodes)
+}
+
+/// As [`parse_file`]; with `eager`, each service is also decoded as soon as
+/// its node is read ([`decode::service_node`], one result per node).
+fn read_tree(
+    file: FileId,
+    text: &str,
+    diags: &mut Diagnostics,
+    eager: bool,
+) -> Option<(Vec<Node>, Option<Vec<decode::Decoded>>)> {
+    let read = if eager {
+        kdl::parse_each(text, file, &decode::service_node).map(|(n, d)| (n, Some(d)))
+    } else {
+        kdl::parse(text, file).map(|n| (n, None))
+    };
+    let ours = match read {
+        Ok(read) => return Some(read),
         // Not a mistake to point at: the `kdl` crate would only build the
         // whole oversized tree.
         Err(e) if e.too_large => {
@@ -247,7 +291,7 @@ fn parse_file(file: FileId, text: &str, diags: &mut Diagnostics) -> Option<Vec<N
         Vec::new()
     } else {
         match kdl_rs::convert(text, file) {
-            Ok(nodes) => return Some(nodes),
+            Ok(nodes) => return Some((nodes, None)),
             Err(issues) => issues,
         }
     };
@@ -642,7 +686,7 @@ fn apply_one(nodes: &mut [Node], patch: &Node, diags: &mut Diagnostics, dry_run:
     let has_monitoring = nodes.iter().any(|n| n.name.value == "monitoring");
     let hit = nodes.iter_mut().find(|n| match n.name.value.as_str() {
         "service" | "balancer" if !(has_monitoring && target.value == "monitoring") => {
-            n.args().next().map(|e| &e.value) == Some(&Value::String(target.value.clone()))
+            matches!(n.args().next().map(|e| &e.value), Some(Value::String(s)) if *s == target.value)
         }
         "monitoring" => target.value == "monitoring",
         _ => false,
@@ -667,5 +711,54 @@ fn apply_one(nodes: &mut [Node], patch: &Node, diags: &mut Diagnostics, dry_run:
             };
             diags.push(d);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(loaded: &Loaded, service: &str) -> String {
+        let t = loaded.topology.as_ref().expect("a model");
+        t.service(service).expect("the service").image.value.clone()
+    }
+
+    const BASE: &str = "stack \"s\" version=\"1\"\nservice \"a\" {\n    image \"x:1\"\n}\n";
+
+    /// Services decoded as they are read give the model a whole-tree decode
+    /// gives; an override, even one whose name only escapes spell, is
+    /// applied before its service is decoded.
+    #[test]
+    fn services_decoded_while_reading_see_every_override() {
+        let dir = Path::new(".");
+        let plain = load_str("t.kdl", BASE, dir, None);
+        assert!(plain.ok(), "{:?}", plain.diags);
+        assert_eq!(image(&plain, "a"), "x:1");
+        for patch in [
+            "override \"a\" {\n    image \"y:2\"\n}\n",
+            "\"\\u{6f}verride\" \"a\" {\n    image \"y:2\"\n}\n",
+            "env \"e\" {\n    \"\\u{6f}verride\" \"a\" {\n        image \"y:2\"\n    }\n}\n",
+        ] {
+            let text = format!("{BASE}{patch}");
+            let env = patch.starts_with("env").then_some("e");
+            let loaded = load_str("t.kdl", &text, dir, env);
+            assert!(loaded.ok(), "{patch}: {:?}", loaded.diags);
+            assert_eq!(image(&loaded, "a"), "y:2", "{patch}");
+        }
+    }
+
+    /// A service's own mistakes are reported the same way, decoded while
+    /// reading or not.
+    #[test]
+    fn a_service_decoded_while_reading_reports_its_errors() {
+        let dir = Path::new(".");
+        let text = "stack \"s\" version=\"1\"\nservice \"a\" {\n    imag \"x:1\"\n}\n";
+        let eager = load_str("t.kdl", text, dir, None);
+        let later = load_str("t.kdl", &format!("{text}override \"a\" {{\n}}\n"), dir, None);
+        let messages = |l: &Loaded| -> Vec<String> {
+            l.diags.iter().map(|d| d.message.clone()).collect()
+        };
+        assert!(eager.diags.has_errors());
+        assert_eq!(messages(&eager), messages(&later));
     }
 }

@@ -54,7 +54,7 @@ pub fn merge(target: &mut Node, patch: &Node, patch_args: bool) {
         // Replace every occurrence so a patched duplicate is not resurrected.
         let mut replaced = false;
         for e in target.entries.iter_mut() {
-            if e.name.as_ref().is_some_and(|n| &n.value == key) {
+            if e.name.as_ref().is_some_and(|n| n.value == key) {
                 *e = prop.clone();
                 replaced = true;
             }

@@ -116,7 +116,7 @@ impl<'n> NodeReader<'n> {
         self.args_read = self.args_read.max(index + 1);
         let entry = self.arg_entry(index)?;
         match &entry.value {
-            Value::String(s) => Some(Spanned::new(s.clone(), entry.value_span)),
+            Value::String(s) => Some(Spanned::new(s.to_string(), entry.value_span)),
             _ => {
                 self.type_error(entry, what, "a string");
                 None
@@ -156,7 +156,7 @@ impl<'n> NodeReader<'n> {
         let mut out = Vec::new();
         for e in entries {
             match &e.value {
-                Value::String(s) => out.push(Spanned::new(s.clone(), e.value_span)),
+                Value::String(s) => out.push(Spanned::new(s.to_string(), e.value_span)),
                 _ => self.type_error(e, what, "a string"),
             }
         }
@@ -234,7 +234,7 @@ impl<'n> NodeReader<'n> {
     pub fn prop_string(&mut self, key: &'static str) -> Option<Spanned<String>> {
         let entry = self.prop_entry(key)?;
         match &entry.value {
-            Value::String(s) => Some(Spanned::new(s.clone(), entry.value_span)),
+            Value::String(s) => Some(Spanned::new(s.to_string(), entry.value_span)),
             _ => {
                 self.type_error(entry, &format!("`{key}`"), "a string");
                 None
@@ -425,7 +425,7 @@ impl<'n> NodeReader<'n> {
     pub fn prop_cpu(&mut self, key: &'static str) -> Option<Spanned<Cpu>> {
         let entry = self.prop_entry(key)?;
         let (text, span) = match &entry.value {
-            Value::String(s) => (s.clone(), entry.value_span),
+            Value::String(s) => (s.to_string(), entry.value_span),
             Value::Integer(i) => (i.to_string(), entry.value_span),
             Value::Float(f) => (f.to_string(), entry.value_span),
             _ => {
@@ -573,7 +573,8 @@ impl Once {
             );
             return false;
         }
-        self.seen.push((node.name.value.clone(), node.name.span));
+        self.seen
+            .push((node.name.value.to_string(), node.name.span));
         true
     }
 }

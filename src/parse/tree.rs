@@ -4,10 +4,15 @@
 
 use crate::source::Span;
 
+/// The text of a name or string value: held inline up to 24 bytes (most
+/// names and values of a topology), so reading a large document does not
+/// allocate once per word.
+pub type Text = compact_str::CompactString;
+
 /// A KDL value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    String(String),
+    String(Text),
     Integer(i128),
     Float(f64),
     Bool(bool),
@@ -30,7 +35,7 @@ impl Value {
 /// An identifier (node name, property name or type annotation) and its span.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ident {
-    pub value: String,
+    pub value: Text,
     pub span: Span,
 }
 

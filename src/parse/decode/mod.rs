@@ -32,10 +32,30 @@ const TOP_LEVEL: &[&str] = &[
     "drift-ignore",
 ];
 
+/// A top-level node decoded on its own: for a `service` node, the service
+/// (when it could be read) and the node's diagnostics; `None` for the
+/// other nodes.
+pub type Decoded = Option<(Option<Service>, Diagnostics)>;
+
+/// Decode `node` if it is a service, then free its entries and children:
+/// only its name, read by [`decode`], stays. The model reuses the memory
+/// of the node it comes from, freed by the thread that took it.
+pub fn service_node(node: &mut Node) -> Decoded {
+    (node.name.value == "service").then(|| {
+        let mut d = Diagnostics::new();
+        let service = service::decode(node, &mut d);
+        node.entries = Vec::new();
+        node.children = None;
+        (service, d)
+    })
+}
+
 /// Decode the merged top-level nodes. `selected_env` is already applied to
-/// the tree; it is recorded on the model.
+/// the tree; it is recorded on the model. `decoded`, when given, holds
+/// [`service_node`] of each node, taken as they were read.
 pub fn decode(
     nodes: &mut [Node],
+    decoded: Option<Vec<Decoded>>,
     selected_env: Option<&str>,
     out: &mut Diagnostics,
 ) -> Option<Topology> {
@@ -48,7 +68,13 @@ pub fn decode(
     // Services are most of a large topology and decode independently:
     // they are decoded on several threads first, and taken in order below.
     // Their nodes are emptied as they are decoded.
-    let mut decoded = decode_services(nodes);
+    let mut decoded = match decoded {
+        Some(d) => {
+            debug_assert_eq!(d.len(), nodes.len(), "one result per node");
+            d
+        }
+        None => decode_services(nodes),
+    };
     let mut services = Vec::with_capacity(decoded.iter().filter(|d| d.is_some()).count());
     let mut balancers = Vec::new();
     let mut jobs = Vec::new();
@@ -134,16 +160,8 @@ const PARALLEL_NODES: usize = 512;
 /// are freed as soon as it is decoded, by the thread that decoded it: the
 /// model it becomes reuses their memory instead of growing the process
 /// (only its name, read by [`decode`], stays).
-fn decode_services(nodes: &mut [Node]) -> Vec<Option<(Option<Service>, Diagnostics)>> {
-    let one = |n: &mut Node| {
-        (n.name.value == "service").then(|| {
-            let mut d = Diagnostics::new();
-            let service = service::decode(n, &mut d);
-            n.entries = Vec::new();
-            n.children = None;
-            (service, d)
-        })
-    };
+fn decode_services(nodes: &mut [Node]) -> Vec<Decoded> {
+    let one = service_node;
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     if threads < 2 || nodes.len() < PARALLEL_NODES {
         return nodes.iter_mut().map(one).collect();

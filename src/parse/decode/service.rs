@@ -112,7 +112,7 @@ pub fn decode(node: &Node, out: &mut Diagnostics) -> Option<Service> {
                     }
                     Some(e) => {
                         let text = match &e.value {
-                            Value::String(s) => Some(s.clone()),
+                            Value::String(s) => Some(s.to_string()),
                             Value::Integer(i) => Some(i.to_string()),
                             Value::Float(f) => Some(f.to_string()),
                             Value::Bool(b) => Some(b.to_string()),
