@@ -287,31 +287,30 @@ fn write_str(out: &mut String, s: &str) {
 }
 
 /// Write a struct's field name, a `&'static str` the same program writes
-/// over and over: whether it is plain is remembered, by address, in a
-/// small per-thread table.
+/// over and over: whether it is plain is remembered, by address and
+/// length, in a small table shared by all threads.
 #[inline]
 fn write_field_name(out: &mut String, key: &'static str) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     const SLOTS: usize = 256;
-    thread_local! {
-        static SEEN: std::cell::RefCell<[(usize, usize); SLOTS]> =
-            const { std::cell::RefCell::new([(0, 0); SLOTS]) };
-    }
-    let at = key.as_ptr() as usize;
-    if at == 0 || key.is_empty() {
-        return write_str(out, key);
-    }
+    // Each slot holds one plain name, as its address with its length in
+    // the top 16 bits: one word, so threads never see half of an entry.
+    static SEEN: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+    let at = key.as_ptr() as u64;
+    let word = (at < 1 << 48 && key.len() < 1 << 16 && !key.is_empty())
+        .then(|| at | (key.len() as u64) << 48);
     // Names are laid out at least a byte apart: the low bits vary most.
-    let slot = (at ^ (at >> 8)) % SLOTS;
-    let plain = SEEN.with_borrow_mut(|seen| {
-        if seen[slot] == (at, key.len()) {
-            return true;
+    let slot = &SEEN[((at ^ (at >> 8)) % SLOTS as u64) as usize];
+    let plain = match word {
+        Some(w) if slot.load(Relaxed) == w => true,
+        _ => {
+            let ok = plain_ok(key);
+            if let (true, Some(w)) = (ok, word) {
+                slot.store(w, Relaxed);
+            }
+            ok
         }
-        let ok = plain_ok(key);
-        if ok {
-            seen[slot] = (at, key.len());
-        }
-        ok
-    });
+    };
     if plain {
         out.push_str(key);
     } else {

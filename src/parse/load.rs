@@ -754,10 +754,14 @@ mod tests {
         let dir = Path::new(".");
         let text = "stack \"s\" version=\"1\"\nservice \"a\" {\n    imag \"x:1\"\n}\n";
         let eager = load_str("t.kdl", text, dir, None);
-        let later = load_str("t.kdl", &format!("{text}override \"a\" {{\n}}\n"), dir, None);
-        let messages = |l: &Loaded| -> Vec<String> {
-            l.diags.iter().map(|d| d.message.clone()).collect()
-        };
+        let later = load_str(
+            "t.kdl",
+            &format!("{text}override \"a\" {{\n}}\n"),
+            dir,
+            None,
+        );
+        let messages =
+            |l: &Loaded| -> Vec<String> { l.diags.iter().map(|d| d.message.clone()).collect() };
         assert!(eager.diags.has_errors());
         assert_eq!(messages(&eager), messages(&later));
     }
