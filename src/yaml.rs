@@ -298,7 +298,7 @@ fn write_field_name(out: &mut String, key: &'static str) {
     static SEEN: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
     let at = key.as_ptr() as u64;
     let word = (at < 1 << 48 && key.len() < 1 << 16 && !key.is_empty())
-        .then(|| at | (key.len() as u64) << 48);
+        .then_some(at | (key.len() as u64) << 48);
     // Names are laid out at least a byte apart: the low bits vary most.
     let slot = &SEEN[((at ^ (at >> 8)) % SLOTS as u64) as usize];
     let plain = match word {
