@@ -928,8 +928,7 @@ impl<'a> Emitter<'_, 'a> {
         if self.claims.is_empty() {
             return None;
         }
-        let claims = std::mem::take(&mut self.claims);
-        let mut docs = Vec::new();
+        let claims: Vec<(String, Claim)> = std::mem::take(&mut self.claims).into_iter().collect();
         for (name, c) in &claims {
             if c.users.len() > 1 {
                 self.unmapped(
@@ -938,15 +937,20 @@ impl<'a> Emitter<'_, 'a> {
                     "the claim is ReadWriteOnce: its pods must run on one node at a time, or the storage class must allow ReadWriteMany",
                 );
             }
+        }
+        // The last file of a large stack, when the other targets are done:
+        // laid out on two threads.
+        let this = &*self;
+        let docs = super::map_halves(&claims, |(name, c)| {
             let mut ann = Labels::new();
             ann.insert("io.stackc.used-by".into(), c.users.join(","));
             ann.insert("io.stackc.size".into(), "default".into());
-            docs.push(doc(&core::PersistentVolumeClaim {
-                metadata: self.meta(name, self.labels(name, "volume"), ann),
+            doc(&core::PersistentVolumeClaim {
+                metadata: this.meta(name, this.labels(name, "volume"), ann),
                 spec: Some(claim_spec()),
                 ..Default::default()
-            }));
-        }
+            })
+        });
         Some(self.file(
             "15-volumes.yaml",
             &format!(
