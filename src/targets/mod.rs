@@ -308,6 +308,9 @@ pub fn build_to<S: Sink + Send>(
         }
         out
     };
+    let kubernetes_here = groups
+        .get(here)
+        .is_some_and(|(t, _)| *t == Target::Kubernetes);
     let done: Vec<Vec<(usize, Diagnostics)>> = std::thread::scope(|scope| {
         let mut local = None;
         let mut handles = Vec::new();
@@ -321,7 +324,9 @@ pub fn build_to<S: Sink + Send>(
                     std::thread::Builder::new()
                         .name(name)
                         .spawn_scoped(scope, move || {
-                            yield_to_kubernetes();
+                            if kubernetes_here {
+                                yield_to_kubernetes();
+                            }
                             run_group(t, runs)
                         })
                         .expect("a thread for a target"),
