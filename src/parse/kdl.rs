@@ -78,10 +78,28 @@ pub fn parse_each<T: Send>(
     {
         return Ok(read);
     }
+    read_each(text, 0, file, each).map(|(nodes, kept, _)| (nodes, kept))
+}
+
+/// The nodes of `text` from byte `from` on (the whole document when
+/// `from` is 0), what `each` gave for each, and the items counted.
+fn read_each<T>(
+    text: &str,
+    from: usize,
+    file: FileId,
+    each: &(dyn Fn(&mut Node) -> Option<T> + Sync),
+) -> PResult<(Vec<Node>, Vec<Option<T>>, usize)> {
     let mut kept = Vec::new();
     let mut keep = |n: &mut Node| kept.push(each(n));
-    let nodes = Parser::new(text, 0, file).on_top(&mut keep).document()?;
-    Ok((nodes, kept))
+    let mut p = Parser::new(text, from, file).on_top(&mut keep);
+    let read = if from == 0 {
+        p.document()
+    } else {
+        p.nodes(0, None)
+    };
+    let items = p.items;
+    drop(p);
+    read.map(|nodes| (nodes, kept, items))
 }
 
 /// Documents from this size on are read as two halves at once.
@@ -123,23 +141,8 @@ fn parse_halves<T: Send>(
     each: &(dyn Fn(&mut Node) -> Option<T> + Sync),
 ) -> Option<(Vec<Node>, Vec<Option<T>>)> {
     let (first, second) = std::thread::scope(|scope| {
-        let second = scope.spawn(|| {
-            let mut kept = Vec::new();
-            let mut keep = |n: &mut Node| kept.push(each(n));
-            let mut p = Parser::new(text, at, file).on_top(&mut keep);
-            let read = p.nodes(0, None).map(|nodes| (nodes, p.items));
-            drop(p);
-            read.map(|(nodes, items)| (nodes, kept, items))
-        });
-        let mut kept = Vec::new();
-        let mut keep = |n: &mut Node| kept.push(each(n));
-        let mut p = Parser::new(&text[..at], 0, file).on_top(&mut keep);
-        let read = p.document().map(|nodes| (nodes, p.items));
-        drop(p);
-        (
-            read.map(|(nodes, items)| (nodes, kept, items)),
-            second.join(),
-        )
+        let second = scope.spawn(|| read_each(text, at, file, each));
+        (read_each(&text[..at], 0, file, each), second.join())
     });
     let ((mut nodes, mut kept, a), (rest, rest_kept, b)) = (first.ok()?, second.ok()?.ok()?);
     if a + b > MAX_ITEMS {
