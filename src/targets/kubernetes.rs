@@ -704,29 +704,76 @@ pub fn emit(cx: &mut Ctx) -> Vec<Artifact> {
 /// As [`emit`], each file into `sink` as soon as it is complete.
 pub fn emit_to(cx: &mut Ctx, sink: &mut dyn super::Sink) {
     let t = cx.topology;
-    let stack = cx.stack().to_string();
-    let (ns, isolation) = match &t.kubernetes {
-        Some(k) => (k.namespace.value.clone(), k.isolation),
-        None => (dns_label(&stack), Isolation::Graph),
+    // A large stack's Prometheus file takes a while and depends on no
+    // service's objects: it is laid out beside them, by a second emitter
+    // with its own context, and taken in its place.
+    let beside = t
+        .monitoring
+        .as_ref()
+        .filter(|_| t.services.len() >= MONITORING_BESIDE);
+    let Some(m) = beside else {
+        return Emitter::new(cx).run(sink, None);
     };
-    let mut e = Emitter {
-        cx,
-        t,
-        ns,
-        stack_label: label_value(&stack),
-        stack_comment: comment(&stack).into_owned(),
-        stack,
-        isolation,
-        claims: BTreeMap::new(),
-        secrets: Vec::new(),
-        secret_index: crate::Map::default(),
-        policies: String::new(),
-        service_room: 8 << 10,
+    let mut side = Ctx {
+        topology: cx.topology,
+        graph: cx.graph,
+        plan: cx.plan.clone(),
+        warnings: crate::diag::Diagnostics::new(),
+        shared: cx.shared.clone(),
     };
-    e.run(sink)
+    std::thread::scope(|scope| {
+        let monitoring = std::thread::Builder::new()
+            .name("kubernetes-monitoring".into())
+            .spawn_scoped(scope, move || {
+                super::yield_to_kubernetes();
+                let mut e = Emitter::new(&mut side);
+                let a = e.monitoring(m);
+                let claims = std::mem::take(&mut e.claims);
+                Beside {
+                    artifact: a,
+                    claims,
+                    warnings: side.warnings,
+                }
+            })
+            .expect("a thread for the Prometheus file");
+        Emitter::new(cx).run(sink, Some(monitoring));
+    });
 }
 
-impl<'a> Emitter<'_, 'a> {
+/// Services from which the Prometheus file is laid out on its own thread.
+const MONITORING_BESIDE: usize = 256;
+
+/// The Prometheus file laid out beside the services, with what laying it
+/// out claimed and reported.
+struct Beside {
+    artifact: Artifact,
+    claims: BTreeMap<String, Claim>,
+    warnings: crate::diag::Diagnostics,
+}
+
+impl<'c, 'a> Emitter<'c, 'a> {
+    fn new(cx: &'c mut Ctx<'a>) -> Self {
+        let t = cx.topology;
+        let stack = cx.stack().to_string();
+        let (ns, isolation) = match &t.kubernetes {
+            Some(k) => (k.namespace.value.clone(), k.isolation),
+            None => (dns_label(&stack), Isolation::Graph),
+        };
+        Emitter {
+            cx,
+            t,
+            ns,
+            stack_label: label_value(&stack),
+            stack_comment: comment(&stack).into_owned(),
+            stack,
+            isolation,
+            claims: BTreeMap::new(),
+            secrets: Vec::new(),
+            secret_index: crate::Map::default(),
+            policies: String::new(),
+            service_room: 8 << 10,
+        }
+    }
     fn unmapped(&mut self, setting: &str, span: Span, why: &str) {
         self.cx.unmapped(Target::Kubernetes, setting, span, why);
     }
@@ -784,7 +831,13 @@ impl<'a> Emitter<'_, 'a> {
         format!("{service}.{}.svc.cluster.local", self.ns)
     }
 
-    fn run(&mut self, out: &mut dyn super::Sink) {
+    /// Emit every file into `out`; the Prometheus file is `beside`'s when
+    /// it is laid out on its own thread.
+    fn run(
+        &mut self,
+        out: &mut dyn super::Sink,
+        beside: Option<std::thread::ScopedJoinHandle<'_, Beside>>,
+    ) {
         let t = self.t;
         if self.isolation == Isolation::Graph {
             let mut text = self
@@ -804,7 +857,22 @@ impl<'a> Emitter<'_, 'a> {
             out.put(self.balancer(b));
         }
         if let Some(m) = &t.monitoring {
-            out.put(self.monitoring(m));
+            let a = match beside {
+                Some(h) => {
+                    let b = h
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    self.cx.warnings.extend(b.warnings);
+                    for (name, c) in b.claims {
+                        for user in &c.users {
+                            self.claim(&name, user, c.span);
+                        }
+                    }
+                    b.artifact
+                }
+                None => self.monitoring(m),
+            };
+            out.put(a);
         }
         for j in &t.jobs {
             out.put(self.job(j));
@@ -2910,6 +2978,62 @@ mod tests {
         assert_eq!(secs(&Duration::parse("500ms").unwrap()), 1);
         assert_eq!(secs(&Duration::parse("1500ms").unwrap()), 2);
         assert_eq!(secs(&Duration::parse("1m").unwrap()), 60);
+    }
+
+    /// A large stack's Prometheus file, laid out on its own thread, gives
+    /// the files and the warnings, in order, that one thread gives.
+    #[test]
+    fn the_prometheus_file_beside_the_services_changes_nothing() {
+        let mut text = String::from("stack \"big\" version=\"1\"\n");
+        for i in 0..MONITORING_BESIDE + 4 {
+            // Two services share each volume: a warning of the claims file.
+            text.push_str(&format!(
+                "service \"s{i}\" {{\n    image \"x:{i}\"\n    port 8080\n    volume \"v{}\" path=\"/d\"\n    metrics path=\"/metrics\" port=8080\n}}\n",
+                i / 2
+            ));
+        }
+        text.push_str("monitoring {\n    prometheus scrape-interval=\"15s\" retention=\"15d\"\n    grafana dashboards=#true\n    exporter \"node\"\n}\n");
+        let checked = crate::check_str("big.kdl", &text, std::path::Path::new("."), None);
+        assert!(checked.ok(), "{:?}", checked.diags);
+        let (t, g) = (
+            checked.topology.as_ref().unwrap(),
+            checked.graph.as_ref().unwrap(),
+        );
+        let run = |beside: bool| {
+            let mut cx = Ctx::new(t, g);
+            let mut files = crate::targets::Collect::default();
+            if beside {
+                emit_to(&mut cx, &mut files);
+            } else {
+                Emitter::new(&mut cx).run(&mut files, None);
+            }
+            let warnings: Vec<String> = cx.warnings.iter().map(|d| d.message.clone()).collect();
+            (files.artifacts, warnings)
+        };
+        let (one, one_warnings) = run(false);
+        let (two, two_warnings) = run(true);
+        assert!(
+            one_warnings.iter().any(|w| w.starts_with("grafana")),
+            "{one_warnings:?}"
+        );
+        assert!(
+            one_warnings.iter().any(|w| w.contains("shared by")),
+            "{one_warnings:?}"
+        );
+        assert_eq!(one_warnings, two_warnings);
+        assert_eq!(one.len(), two.len());
+        for (a, b) in one.iter().zip(&two) {
+            assert_eq!(a.path, b.path);
+            assert!(a.content == b.content, "{} differs", a.path);
+        }
+        let claims = one
+            .iter()
+            .find(|a| a.path.ends_with("15-volumes.yaml"))
+            .unwrap();
+        assert!(
+            claims.content.contains("prometheus"),
+            "the Prometheus data claim"
+        );
     }
 
     #[test]

@@ -379,7 +379,7 @@ pub(crate) fn map_halves<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sy
 /// Lower this thread's priority a little, so that the Kubernetes target,
 /// which runs longest, gets a core whenever it can use one (the other
 /// targets finish well before it, even at a lower priority).
-fn yield_to_kubernetes() {
+pub(crate) fn yield_to_kubernetes() {
     #[cfg(target_os = "linux")]
     {
         // Linux gives each thread its own nice value; a failure only
