@@ -24,12 +24,10 @@ const PARALLEL_SERVICES: usize = 512;
 /// findings come in the same order whether or not the rules ran on two
 /// threads: the name rules' first, then the others'.
 pub fn validate(t: &Topology) -> Diagnostics {
-    let names = |out: &mut Diagnostics| {
-        names::check(t, out);
+    let names = |out: &mut Diagnostics| names::check(t, out);
+    let others = |out: &mut Diagnostics| {
         duplicates::check(t, out);
         containers::check(t, out);
-    };
-    let others = |out: &mut Diagnostics| {
         references::check(t, out);
         resources::check(t, out);
         network::check(t, out);

@@ -20,9 +20,15 @@ const MARKERS: &[&str] = &[
 ];
 
 pub fn looks_secret(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
+    let b = name.as_bytes();
+    // Whether `b` holds `m`, in any case (no copy of the name).
+    let holds = |m: &str| {
+        b.windows(m.len())
+            .any(|w| w.eq_ignore_ascii_case(m.as_bytes()))
+    };
     // `*_FILE` variables hold a path to the secret, not the secret.
-    !upper.ends_with("_FILE") && MARKERS.iter().any(|m| upper.contains(m))
+    let file = b.len() >= 5 && b[b.len() - 5..].eq_ignore_ascii_case(b"_FILE");
+    !file && MARKERS.iter().any(|m| holds(m))
 }
 
 pub fn check(t: &Topology, out: &mut Diagnostics) {
@@ -44,6 +50,42 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
                     )),
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_secret;
+
+    /// The same answer as upper-casing the name and searching it.
+    #[test]
+    fn secret_names_in_any_case() {
+        let slow = |name: &str| {
+            let upper = name.to_ascii_uppercase();
+            !upper.ends_with("_FILE") && super::MARKERS.iter().any(|m| upper.contains(m))
+        };
+        for name in [
+            "DB_PASSWORD",
+            "db_password",
+            "Passwd",
+            "API_KEY",
+            "apikey",
+            "MY_TOKEN_FILE",
+            "token_file",
+            "_FILE",
+            "FILE",
+            "SECRET",
+            "secretive",
+            "LOG_LEVEL",
+            "",
+            "ß_token",
+            "PRIVATE_KEY_PATH",
+            "private-key",
+            "TOKE",
+            "éPASSWORD",
+        ] {
+            assert_eq!(looks_secret(name), slow(name), "{name:?}");
         }
     }
 }
