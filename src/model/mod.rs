@@ -64,7 +64,9 @@ pub struct Topology {
     pub environments: Vec<Environment>,
     /// The environment selected with `--env`, if any.
     pub selected_env: Option<String>,
-    pub services: Vec<Service>,
+    /// Boxed: a service is large, and the list is built from services
+    /// decoded on several threads, moved rather than copied.
+    pub services: Vec<Box<Service>>,
     pub balancers: Vec<Balancer>,
     pub monitoring: Option<Monitoring>,
     pub kubernetes: Option<Kubernetes>,
@@ -75,7 +77,10 @@ pub struct Topology {
 
 impl Topology {
     pub fn service(&self, name: &str) -> Option<&Service> {
-        self.services.iter().find(|s| s.name.value == name)
+        self.services
+            .iter()
+            .find(|s| s.name.value == name)
+            .map(|s| &**s)
     }
 
     /// The environment selected with `--env`, if any.

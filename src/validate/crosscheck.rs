@@ -100,7 +100,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
     let by_name: crate::Map<&str, &Service> = t
         .services
         .iter()
-        .map(|s| (s.name.value.as_str(), s))
+        .map(|s| (s.name.value.as_str(), &**s))
         .collect();
     for b in &t.balancers {
         let mut seen = crate::Set::default();

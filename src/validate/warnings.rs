@@ -71,7 +71,7 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
     let by_name: crate::Map<&str, &Service> = t
         .services
         .iter()
-        .map(|s| (s.name.value.as_str(), s))
+        .map(|s| (s.name.value.as_str(), &**s))
         .collect();
     for s in &t.services {
         for d in &s.depends_on {

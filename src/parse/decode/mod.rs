@@ -34,8 +34,10 @@ const TOP_LEVEL: &[&str] = &[
 
 /// A top-level node decoded on its own: for a `service` node, the service
 /// (when it could be read) and the node's diagnostics; `None` for the
-/// other nodes.
-pub type Decoded = Option<(Option<Service>, Diagnostics)>;
+/// other nodes. The service is boxed: the list of results grows as the
+/// document is read, and a list of whole services would hold each one
+/// twice over as it grows.
+pub type Decoded = Option<(Option<Box<Service>>, Diagnostics)>;
 
 /// Decode `node` if it is a service, then free its entries and children:
 /// only its name, read by [`decode`], stays. The model reuses the memory
@@ -43,7 +45,7 @@ pub type Decoded = Option<(Option<Service>, Diagnostics)>;
 pub fn service_node(node: &mut Node) -> Decoded {
     (node.name.value == "service").then(|| {
         let mut d = Diagnostics::new();
-        let service = service::decode(node, &mut d);
+        let service = service::decode(node, &mut d).map(Box::new);
         node.entries = Vec::new();
         node.children = None;
         (service, d)
@@ -376,7 +378,7 @@ mod tests {
             .map(|n| {
                 (n.name.value == "service").then(|| {
                     let mut d = Diagnostics::new();
-                    (service::decode(n, &mut d), d)
+                    (service::decode(n, &mut d).map(Box::new), d)
                 })
             })
             .collect();
