@@ -45,10 +45,18 @@ pub fn decode(node: &Node, out: &mut Diagnostics) -> Option<Service> {
     let mut image = None;
     let mut command = Vec::new();
     let mut args = Vec::new();
-    let mut ports = Vec::new();
-    let mut env = Vec::new();
-    let mut secrets = Vec::new();
-    let mut volumes = Vec::new();
+    // Each list sized for its children: a large topology holds tens of
+    // thousands of them, mostly of one or two items.
+    let count = |name: &str| {
+        node.children()
+            .iter()
+            .filter(|c| c.name.value == name)
+            .count()
+    };
+    let mut ports = Vec::with_capacity(count("port"));
+    let mut env = Vec::with_capacity(count("env"));
+    let mut secrets = Vec::with_capacity(count("secret"));
+    let mut volumes = Vec::with_capacity(count("volume"));
     let mut health = None;
     let mut resources = None;
     let mut runtime_opts = None;
