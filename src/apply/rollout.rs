@@ -1244,7 +1244,7 @@ pub fn job_for(
     });
     Some(RolloutJob {
         service: s.name.value.clone(),
-        policy: policy.clone(),
+        policy: (**policy).clone(),
         next,
         stable,
         balancers: balancer_names,

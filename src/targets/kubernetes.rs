@@ -1646,7 +1646,7 @@ impl<'c, 'a> Emitter<'c, 'a> {
         if let Some(r) = rollout {
             self.rollout_checks(s, r);
         }
-        let mut workload_annotations = rollout.map(rollout_annotations).unwrap_or_default();
+        let mut workload_annotations = rollout.map(|r| rollout_annotations(r)).unwrap_or_default();
         workload_annotations.insert(
             "io.stackc.min-available".into(),
             min_available(c).to_string(),

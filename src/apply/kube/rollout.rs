@@ -184,7 +184,7 @@ pub fn specs(
             service: name.clone(),
             balancers,
             port: crate::targets::nginx::service_port(s),
-            policy: policy.clone(),
+            policy: (**policy).clone(),
             replicas,
             autoscaled: deployments
                 .iter()
