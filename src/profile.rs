@@ -150,7 +150,7 @@ pub fn resolve(name: &str, start: &Path) -> Result<PathBuf, String> {
 pub fn load(path: &Path, sources: &mut SourceMap) -> Result<Profile, Diagnostics> {
     let mut diags = Diagnostics::new();
     let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+        Ok(t) => std::sync::Arc::new(t),
         Err(e) => {
             diags.push(Diagnostic::error(
                 Code::MissingFile,
@@ -159,7 +159,7 @@ pub fn load(path: &Path, sources: &mut SourceMap) -> Result<Profile, Diagnostics
             return Err(diags);
         }
     };
-    let file = sources.add(path.display().to_string(), text.as_str());
+    let file = sources.add(path.display().to_string(), text.clone());
     let nodes = match crate::parse::kdl::parse(&text, file) {
         Ok(n) => n,
         Err(e) => {

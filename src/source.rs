@@ -66,7 +66,9 @@ impl<T> std::ops::Deref for Spanned<T> {
 #[derive(Debug, Clone)]
 pub struct SourceFile {
     pub name: String,
-    pub text: Arc<str>,
+    /// Shared as the `String` it was read into: a large topology's text
+    /// is not copied to be shared.
+    pub text: Arc<String>,
 }
 
 /// All files read for one topology (the topology and its imports).
@@ -80,11 +82,11 @@ impl SourceMap {
         Self::default()
     }
 
-    pub fn add(&mut self, name: impl Into<String>, text: impl Into<Arc<str>>) -> FileId {
+    pub fn add(&mut self, name: impl Into<String>, text: Arc<String>) -> FileId {
         let id = FileId(self.files.len() as u32);
         self.files.push(SourceFile {
             name: name.into(),
-            text: text.into(),
+            text,
         });
         id
     }

@@ -93,7 +93,7 @@ impl Lines {
 /// miette's own reader scans from the start of the text on every call,
 /// which made many reports on a large file quadratic.
 struct Windowed {
-    text: Arc<str>,
+    text: Arc<String>,
     lines: Arc<Lines>,
 }
 

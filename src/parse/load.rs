@@ -56,11 +56,12 @@ pub fn load(path: &Path, env: Option<&str>) -> Loaded {
 /// Load a topology from text; imports are resolved from `base_dir`.
 pub fn load_str(name: &str, text: &str, base_dir: &Path, env: Option<&str>) -> Loaded {
     let mut sources = SourceMap::new();
-    let file = sources.add(name, text);
+    let text = std::sync::Arc::new(text.to_string());
+    let file = sources.add(name, text.clone());
     finish(
         sources,
         Diagnostics::new(),
-        (file, text.into()),
+        (file, text),
         base_dir.to_path_buf(),
         base_dir.join(name),
         env,
@@ -70,7 +71,7 @@ pub fn load_str(name: &str, text: &str, base_dir: &Path, env: Option<&str>) -> L
 fn finish(
     mut sources: SourceMap,
     mut diags: Diagnostics,
-    (file, text): (FileId, std::sync::Arc<str>),
+    (file, text): (FileId, std::sync::Arc<String>),
     base: PathBuf,
     path: PathBuf,
     env: Option<&str>,
@@ -173,7 +174,7 @@ fn read_file(
     sources: &mut SourceMap,
     diags: &mut Diagnostics,
     at: Option<Span>,
-) -> Option<(FileId, std::sync::Arc<str>)> {
+) -> Option<(FileId, std::sync::Arc<String>)> {
     let shown = path.display().to_string();
     let attach = |d: Diagnostic| match at {
         Some(s) => d.at(s, "imported here"),
@@ -218,7 +219,7 @@ fn read_file(
     };
     match String::from_utf8(bytes) {
         Ok(text) => {
-            let text: std::sync::Arc<str> = text.into();
+            let text = std::sync::Arc::new(text);
             let id = sources.add(shown, text.clone());
             Some((id, text))
         }
@@ -226,7 +227,7 @@ fn read_file(
             let bad = e.utf8_error().valid_up_to();
             let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
             // Position in the lossy text: the valid prefix is unchanged.
-            let id = sources.add(shown.clone(), lossy);
+            let id = sources.add(shown.clone(), std::sync::Arc::new(lossy));
             diags.push(
                 Diagnostic::error(Code::NotUtf8, format!("{shown} is not valid UTF-8"))
                     .at(
