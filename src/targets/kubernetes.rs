@@ -884,9 +884,7 @@ impl<'c, 'a> Emitter<'c, 'a> {
                 "kubectl applies every workload at once: each dependency edge is kept by an init container that waits for the dependency, the order of phases beyond those edges is not",
             );
         }
-        if let Some(a) = self.volumes() {
-            out.put(a);
-        }
+        self.volumes(out);
         self.flush_policies(out, true);
         out.put(self.namespace());
     }
@@ -992,9 +990,11 @@ impl<'c, 'a> Emitter<'c, 'a> {
         Some(self.file("10-rbac.yaml", "service accounts and their roles", &docs))
     }
 
-    fn volumes(&mut self) -> Option<Artifact> {
+    /// The claims' file, streamed into `out` (a large stack's is several
+    /// MB, laid out in two halves at once).
+    fn volumes(&mut self, out: &mut dyn super::Sink) {
         if self.claims.is_empty() {
-            return None;
+            return;
         }
         let claims: Vec<(String, Claim)> = std::mem::take(&mut self.claims).into_iter().collect();
         for (name, c) in &claims {
@@ -1007,25 +1007,37 @@ impl<'c, 'a> Emitter<'c, 'a> {
             }
         }
         // The last file of a large stack, when the other targets are done:
-        // laid out on two threads.
+        // laid out on two threads, each half as one text.
         let this = &*self;
-        let docs = super::map_halves(&claims, |(name, c)| {
-            let mut ann = Labels::new();
-            ann.insert("io.stackc.used-by".into(), c.users.join(","));
-            ann.insert("io.stackc.size".into(), "default".into());
-            doc(&core::PersistentVolumeClaim {
-                metadata: this.meta(name, this.labels(name, "volume"), ann),
-                spec: Some(claim_spec()),
-                ..Default::default()
-            })
+        let halves = super::in_halves(&claims, |part| {
+            let mut docs = Docs::new(String::new(), part.len() * 600);
+            for (name, c) in part {
+                let mut ann = Labels::new();
+                ann.insert("io.stackc.used-by".into(), c.users.join(","));
+                ann.insert("io.stackc.size".into(), "default".into());
+                docs.add(&core::PersistentVolumeClaim {
+                    metadata: this.meta(name, this.labels(name, "volume"), ann),
+                    spec: Some(claim_spec()),
+                    ..Default::default()
+                });
+            }
+            docs.text
         });
-        Some(self.file(
-            "15-volumes.yaml",
-            &format!(
+        let path = crate::cat!(DIR, "/15-volumes.yaml");
+        out.write_owned(
+            &path,
+            self.header(&format!(
                 "persistent volume claims ({DEFAULT_VOLUME_SIZE} each, default storage class)"
-            ),
-            &docs,
-        ))
+            )),
+            false,
+        );
+        let last = halves.len() - 1;
+        for (i, text) in halves.into_iter().enumerate() {
+            if i > 0 {
+                out.write(&path, "---\n", false);
+            }
+            out.write_owned(&path, text, i == last);
+        }
     }
 
     fn claim(&mut self, name: &str, user: &str, span: Span) {

@@ -120,6 +120,11 @@ pub trait Sink {
     /// one file come in order; other files may come between them.
     fn write(&mut self, path: &str, text: &str, done: bool);
 
+    /// As [`Sink::write`], for a part the caller no longer needs.
+    fn write_owned(&mut self, path: &str, text: String, done: bool) {
+        self.write(path, &text, done);
+    }
+
     /// A whole file.
     fn put(&mut self, a: Artifact) {
         self.write(&a.path, &a.content, true);
@@ -219,6 +224,10 @@ impl Handoff {
 impl Sink for Handoff {
     fn write(&mut self, path: &str, text: &str, done: bool) {
         self.push((path.to_string(), text.to_string(), done));
+    }
+
+    fn write_owned(&mut self, path: &str, text: String, done: bool) {
+        self.push((path.to_string(), text, done));
     }
 
     fn put(&mut self, a: Artifact) {
@@ -355,24 +364,25 @@ pub fn build_to<S: Sink + Send>(
     all
 }
 
-/// `f` of each item, in order; a long list is split in two halves, the
-/// second mapped on another thread.
-pub(crate) fn map_halves<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    const SPLIT_FROM: usize = 1024;
+/// Items from which [`in_halves`] uses a second thread.
+const SPLIT_FROM: usize = 1024;
+
+/// `f` of the whole of `items` (one result), or, for many items, of each
+/// half (two results, in order), the second half on another thread.
+pub(crate) fn in_halves<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
     if items.len() < SPLIT_FROM {
-        return items.iter().map(&f).collect();
+        return vec![f(items)];
     }
     let (first, second) = items.split_at(items.len() / 2);
     std::thread::scope(|scope| {
         let f = &f;
-        let rest = scope.spawn(move || second.iter().map(f).collect::<Vec<R>>());
-        let mut out: Vec<R> = Vec::with_capacity(items.len());
-        out.extend(first.iter().map(f));
-        out.extend(
+        let rest = scope.spawn(move || f(second));
+        let first = f(first);
+        vec![
+            first,
             rest.join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        );
-        out
+        ]
     })
 }
 
@@ -493,15 +503,16 @@ pub fn short_hash(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{hex16, map_halves};
+    use super::{SPLIT_FROM, hex16, in_halves};
 
     /// Short and long lists (split in two) come back mapped, in order.
     #[test]
-    fn map_halves_keeps_the_order() {
-        for n in [0, 1, 7, 1023, 1024, 1025, 5000] {
+    fn in_halves_covers_every_item_in_order() {
+        for n in [0, 1, 1023, 1024, 5001] {
             let items: Vec<usize> = (0..n).collect();
-            let want: Vec<String> = items.iter().map(|i| format!("{i}")).collect();
-            assert_eq!(map_halves(&items, |i| format!("{i}")), want, "{n}");
+            let parts = in_halves(&items, |part| part.to_vec());
+            assert_eq!(parts.len(), if n < SPLIT_FROM { 1 } else { 2 }, "{n}");
+            assert_eq!(parts.concat(), items, "{n}");
         }
     }
 
