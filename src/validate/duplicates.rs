@@ -10,7 +10,44 @@
 
 use crate::diag::{Code, Diagnostic, Diagnostics};
 use crate::model::*;
-use crate::source::Spanned;
+use crate::source::{Span, Spanned};
+
+/// Each key equal to an earlier one, as (its index, the first one's
+/// index), in order. Most lists (a service's ports, variables, volumes)
+/// hold a few items: those are compared pairwise, without a map.
+fn repeats<K: Eq + std::hash::Hash>(keys: &[K]) -> Vec<(usize, usize)> {
+    const SMALL: usize = 16;
+    let mut found = Vec::new();
+    if keys.len() <= SMALL {
+        for (i, k) in keys.iter().enumerate() {
+            if let Some(first) = keys[..i].iter().position(|e| e == k) {
+                found.push((i, first));
+            }
+        }
+        return found;
+    }
+    let mut seen: crate::Map<&K, usize> = crate::Map::default();
+    seen.reserve(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        match seen.get(k) {
+            Some(&first) => found.push((i, first)),
+            None => {
+                seen.insert(k, i);
+            }
+        }
+    }
+    found
+}
+
+fn twice(what: &str, value: &str, again: Span, first: Span, hint: &str) -> Diagnostic {
+    Diagnostic::error(
+        Code::DuplicateName,
+        format!("{what} `{value}` is declared twice"),
+    )
+    .at(again, "declared again here")
+    .also(first, "first declared here")
+    .help(hint.to_string())
+}
 
 fn unique<'a>(
     items: impl IntoIterator<Item = &'a Spanned<String>>,
@@ -18,21 +55,11 @@ fn unique<'a>(
     hint: &str,
     out: &mut Diagnostics,
 ) {
-    let mut seen: crate::Map<&str, &Spanned<String>> = crate::Map::default();
-    for n in items {
-        if let Some(first) = seen.get(n.value.as_str()) {
-            out.push(
-                Diagnostic::error(
-                    Code::DuplicateName,
-                    format!("{what} `{}` is declared twice", n.value),
-                )
-                .at(n.span, "declared again here")
-                .also(first.span, "first declared here")
-                .help(hint.to_string()),
-            );
-        } else {
-            seen.insert(&n.value, n);
-        }
+    let items: Vec<&Spanned<String>> = items.into_iter().collect();
+    let keys: Vec<&str> = items.iter().map(|n| n.value.as_str()).collect();
+    for (i, first) in repeats(&keys) {
+        let n = items[i];
+        out.push(twice(what, &n.value, n.span, items[first].span, hint));
     }
 }
 
@@ -155,21 +182,42 @@ pub fn check(t: &Topology, out: &mut Diagnostics) {
             "set each variable once (env or secret)",
             out,
         );
-        let ports: Vec<Spanned<String>> = s
+        let ports: Vec<(u16, Protocol)> = s
             .ports
             .iter()
-            .map(|p| {
-                Spanned::new(
-                    format!("{}/{:?}", p.container.value, p.protocol).to_lowercase(),
-                    p.container.span,
-                )
-            })
+            .map(|p| (p.container.value, p.protocol))
             .collect();
-        unique(
-            ports.iter(),
-            "port",
-            "declare each container port once",
-            out,
-        );
+        for (i, first) in repeats(&ports) {
+            let (p, f) = (&s.ports[i], &s.ports[first]);
+            let value = format!("{}/{:?}", p.container.value, p.protocol).to_lowercase();
+            out.push(twice(
+                "port",
+                &value,
+                p.container.span,
+                f.container.span,
+                "declare each container port once",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repeats;
+
+    #[test]
+    fn repeats_point_at_the_first_of_equal_keys_whatever_the_length() {
+        for n in [0usize, 1, 5, 16, 17, 40] {
+            // Every third key repeats the key two places before it.
+            let keys: Vec<usize> = (0..n).map(|i| if i % 3 == 2 { i - 2 } else { i }).collect();
+            let want: Vec<(usize, usize)> =
+                (0..n).filter(|i| i % 3 == 2).map(|i| (i, i - 2)).collect();
+            assert_eq!(repeats(&keys), want, "{n}");
+        }
+        assert_eq!(repeats(&["a", "b", "a", "a"]), vec![(2, 0), (3, 0)]);
+        let many: Vec<String> = (0..30).map(|i| format!("k{}", i % 20)).collect();
+        let found = repeats(&many);
+        assert_eq!(found.len(), 10);
+        assert!(found.iter().all(|&(i, first)| first == i - 20));
     }
 }
