@@ -926,16 +926,33 @@ impl<'c, 'a> Emitter<'c, 'a> {
             head.push_str(
                 "#\n# Secrets are never generated: the manifests only refer to them. Create\n# these before applying the workloads that use them:\n",
             );
+            // One note per Secret: a large stack's are megabytes, written
+            // piece by piece rather than formatted one by one.
+            head.reserve(self.secrets.len() * 256);
             for s in &self.secrets {
-                head.push_str(&format!(
-                    "#\n# {} (used by {}):\n#   kubectl -n {} create secret {} {} {}\n",
-                    comment(&s.name),
-                    comment(&s.used_by),
-                    self.ns,
+                let name = comment(&s.name);
+                for part in [
+                    "#\n# ",
+                    &name,
+                    " (used by ",
+                    &comment(&s.used_by),
+                    "):\n#   kubectl -n ",
+                    &self.ns,
+                    " create secret ",
                     s.kind,
-                    comment(&s.name),
-                    s.create.join(" ")
-                ));
+                    " ",
+                    &name,
+                    " ",
+                ] {
+                    head.push_str(part);
+                }
+                for (i, arg) in s.create.iter().enumerate() {
+                    if i > 0 {
+                        head.push(' ');
+                    }
+                    head.push_str(arg);
+                }
+                head.push('\n');
             }
         }
         crate::yaml::write_doc(&mut head, &ns);
