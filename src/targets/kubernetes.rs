@@ -1027,6 +1027,7 @@ impl<'c, 'a> Emitter<'c, 'a> {
         // laid out on two threads, each half as one text.
         let this = &*self;
         let halves = super::in_halves(&claims, |part| {
+            // A claim's document is about 500 bytes.
             let mut docs = Docs::new(String::new(), part.len() * 600);
             for (name, c) in part {
                 let mut ann = Labels::new();
